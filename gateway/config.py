@@ -1,0 +1,237 @@
+"""One ini file for Radicale and the gateway.
+
+Radicale's own sections are handed to Radicale, which validates them; the
+gateway's ``[gateway]`` and ``[provider:NAME]`` sections are checked against
+the schema below.  The schema is data, as in Radicale's config.py: one
+table gives types, defaults, validation, error messages and the admin
+reference (``fbgateway config-help`` prints it; docs/admin.md is made from
+it).  Any mistake stops start-up with one message naming file, section and
+key.
+"""
+
+import configparser
+import os
+import re
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from radicale import config as radicale_config
+
+PROVIDER_PREFIX = "provider:"
+
+
+class ConfigError(Exception):
+    """A wrong ini file: the message names file, section and key."""
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}$")
+
+
+def domain_list(value: str) -> Tuple[str, ...]:
+    """Comma or space separated DNS domains, lower-cased."""
+    domains = tuple(d.lower() for d in re.split(r"[\s,]+", value) if d)
+    for domain in domains:
+        if not _DOMAIN_RE.match(domain):
+            raise ValueError("%r is not a domain name" % domain)
+    return domains
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
+def http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class Option(NamedTuple):
+    """One ini key: its parser, default (None = required) and help."""
+
+    parse: Callable[[str], Any]
+    default: Optional[str]
+    help: str
+
+
+GATEWAY_SCHEMA: Dict[str, Option] = {
+    "domains": Option(domain_list, "", "Mail domains of local users: "
+                      "user@domain is the Radicale user 'user'. The first "
+                      "one builds calendar-user-address-set."),
+    "cache_ttl": Option(_non_negative_float, "300", "Seconds a foreign "
+                        "answer may be reused; 0 turns caching off."),
+    "timeout": Option(_positive_float, "10", "Overall deadline of one "
+                      "lookup over all providers, seconds."),
+    "max_window_days": Option(_positive_int, "1830", "Longest window a "
+                              "free/busy request may ask for, in days; "
+                              "longer ones get 400."),
+    "max_attendees": Option(_positive_int, "100", "Most attendees one "
+                            "outbox POST may name; the rest get 5.3."),
+    "max_hops": Option(_positive_int, "2", "How many gateways a federated "
+                       "request may pass; stops two peers looping."),
+}
+
+PROVIDER_SCHEMA: Dict[str, Option] = {
+    "type": Option(str, None, "Built-in name (caldav, ifb, ews, graph, "
+                   "exchange2003, domino, google, nylas, zonio), a dotted "
+                   "Python path, or a name registered in the entry-point "
+                   "group freebusy_gateway.providers."),
+    "domains": Option(domain_list, None, "Which addresses this provider "
+                      "answers for."),
+    "url": Option(http_url, "", "Base URL of the foreign system; the only "
+                  "host this provider ever contacts."),
+    "username": Option(str, "", "Account name at the foreign system."),
+    "password": Option(str, "", "Password of that account."),
+    "token": Option(str, "", "Bearer token, instead of username/password."),
+    "timeout": Option(_positive_float, "5", "Seconds one call may take."),
+    "cache_ttl": Option(_non_negative_float, "", "Seconds an answer may "
+                        "be reused; empty means [gateway] cache_ttl."),
+    "verify_tls": Option(_boolean, "yes", "Check the server's TLS "
+                         "certificate."),
+}
+
+
+class ProviderConfig(NamedTuple):
+    name: str
+    options: Dict[str, Any]
+    #: keys the common schema does not know; the plugin checks them.
+    extra: Dict[str, str]
+
+
+class GatewayConfig(NamedTuple):
+    path: str
+    radicale: radicale_config.Configuration
+    gateway: Dict[str, Any]
+    providers: List[ProviderConfig]
+
+
+def _parse_section(path: str, section: str, raw: Dict[str, str],
+                   schema: Dict[str, Option], allow_extra: bool
+                   ) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    values, extra = {}, {}
+    for key, raw_value in raw.items():
+        if key not in schema:
+            if allow_extra:
+                extra[key] = raw_value
+                continue
+            raise ConfigError("%s: [%s] unknown key %r (known: %s)" % (
+                path, section, key, ", ".join(sorted(schema))))
+    for key, option in schema.items():
+        raw_value = raw.get(key, option.default)
+        if raw_value is None:
+            raise ConfigError("%s: [%s] missing required key %r (%s)" % (
+                path, section, key, option.help))
+        try:
+            values[key] = option.parse(raw_value) if raw_value != "" or \
+                option.parse in (str, domain_list) else None
+        except ValueError as e:
+            raise ConfigError("%s: [%s] bad value for %r: %r: %s" % (
+                path, section, key, raw_value, e)) from None
+    return values, extra
+
+
+def load(path: str) -> GatewayConfig:
+    """Read and check the whole file; raise ConfigError on any mistake."""
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError("%s: cannot read: %s" % (path, e.strerror)) from None
+    except configparser.Error as e:
+        raise ConfigError("%s: not an ini file: %s" % (
+            path, str(e).replace("\n", " "))) from None
+    radicale_sections: Dict[str, Dict[str, str]] = {}
+    gateway_raw: Dict[str, str] = {}
+    providers: List[ProviderConfig] = []
+    base = os.path.dirname(os.path.abspath(path))
+    for section in parser.sections():
+        raw = dict(parser.items(section))
+        if section in radicale_config.DEFAULT_CONFIG_SCHEMA:
+            radicale_sections[section] = raw
+        elif section == "gateway":
+            gateway_raw = raw
+        elif section.startswith(PROVIDER_PREFIX):
+            name = section[len(PROVIDER_PREFIX):].strip()
+            if not name:
+                raise ConfigError("%s: [%s] provider section needs a name, "
+                                  "as in [provider:corp]" % (path, section))
+            options, extra = _parse_section(path, section, raw,
+                                            PROVIDER_SCHEMA, True)
+            providers.append(ProviderConfig(name, options, extra))
+        else:
+            raise ConfigError("%s: [%s] unknown section (Radicale's sections,"
+                              " [gateway] and [provider:NAME] are known)" % (
+                                  path, section))
+    gateway, _ = _parse_section(path, "gateway", gateway_raw,
+                                GATEWAY_SCHEMA, False)
+    _resolve_relative_paths(radicale_sections, base)
+    radicale = radicale_config.load()
+    try:
+        radicale.update(radicale_sections, path)
+    except Exception as e:
+        raise ConfigError("%s: %s" % (path, e)) from None
+    seen: Dict[str, str] = {d: "[gateway]" for d in gateway["domains"]}
+    for provider in providers:
+        for domain in provider.options["domains"]:
+            if domain in seen:
+                raise ConfigError(
+                    "%s: [provider:%s] key 'domains': %r is already served "
+                    "by %s" % (path, provider.name, domain, seen[domain]))
+            seen[domain] = "[provider:%s]" % provider.name
+    return GatewayConfig(path, radicale, gateway, providers)
+
+
+def _resolve_relative_paths(sections: Dict[str, Dict[str, str]],
+                            base: str) -> None:
+    """Make Radicale's file paths relative to the ini file's folder.
+
+    So that config/gateway.ini works from any current directory.
+    """
+    for section, raw in sections.items():
+        schema = radicale_config.DEFAULT_CONFIG_SCHEMA.get(section, {})
+        for key, value in raw.items():
+            option = schema.get(key)
+            if (option and option.get("type") is radicale_config.filepath
+                    and value and not os.path.isabs(
+                        os.path.expanduser(value))):
+                raw[key] = os.path.join(base, value)
+
+
+def help_text() -> str:
+    """The admin reference of the gateway's keys, from the schema."""
+    lines = []
+    for title, schema in (("[gateway]", GATEWAY_SCHEMA),
+                          ("[provider:NAME]", PROVIDER_SCHEMA)):
+        lines.append(title)
+        for key, option in schema.items():
+            default = ("required" if option.default is None else
+                       "default %r" % option.default)
+            lines.append("  %-16s %s (%s)" % (key, option.help, default))
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""RFC 4791 7.10 free-busy-query REPORT, on calendars and calendar homes.
+
+On a calendar the answer covers all its objects whatever the Depth, as
+CalendarServer and CalDAVTester expect.  On any other collection (a user's
+calendar home is Radicale's principal) Depth 0 gives an empty VFREEBUSY and
+Depth 1 or infinity aggregates the child calendars that count for
+free/busy: opaque ones (RFC 6638 9.1) the user may read or see free/busy of.
+"""
+
+import datetime
+from http import client
+from typing import Optional, Tuple
+
+from radicale import httputils, storage as radicale_storage
+from radicale.app.base import Access
+
+from gateway import timezones, vfreebusy, xmlsafe
+from gateway.model import Window, normalize
+
+
+class BadRequest(ValueError):
+    """400 with the reason as text."""
+
+
+def parse_window(root, max_days: int) -> Window:
+    """The one CALDAV:time-range of a free-busy-query body."""
+    if root.tag != xmlsafe.clark("C:free-busy-query"):
+        raise BadRequest("not a free-busy-query")
+    ranges = root.findall(xmlsafe.clark("C:time-range"))
+    if len(ranges) != 1:
+        raise BadRequest("free-busy-query needs exactly one time-range, "
+                         "found %d" % len(ranges))
+    start, end = ranges[0].get("start"), ranges[0].get("end")
+    if start is None or end is None:
+        raise BadRequest("time-range needs both start and end; open-ended "
+                         "free/busy windows are not served")
+    try:
+        return Window.checked(timezones.parse_utc(start),
+                              timezones.parse_utc(end), max_days)
+    except ValueError as e:
+        raise BadRequest("invalid time-range: %s" % e) from None
+
+
+def _error(status: int, text: str):
+    return status, {"Content-Type": "text/plain; charset=utf-8"}, \
+        text.encode("utf-8"), None
+
+
+def _calendar(body: str):
+    return client.OK, {"Content-Type": "text/calendar; charset=utf-8"}, \
+        body.encode("utf-8"), None
+
+
+def free_busy_report(app, root, path: str, user: str, user_groups: set,
+                     depth: Optional[str]) -> Tuple:
+    """Answer the REPORT; ``app`` is the gateway application."""
+    try:
+        window = parse_window(root, app.gateway_options["max_window_days"])
+    except BadRequest as e:
+        return _error(client.BAD_REQUEST, str(e))
+    access = Access(app._rights, user, user_groups, path)
+    engine = app.local
+    with app._storage.acquire_lock("r", user):
+        item = next(iter(app._storage.discover(path)), None)
+        if item is None:
+            return httputils.NOT_FOUND
+        if not isinstance(item, radicale_storage.BaseCollection):
+            parent = Access(app._rights, user, user_groups, access.parent_path)
+            if not (access.check("r", item) or parent.allows_freebusy()):
+                return httputils.NOT_ALLOWED
+            return (client.FORBIDDEN,
+                    {"Content-Type": "application/xml; charset=utf-8"},
+                    _supported_report_error(), None)
+        if item.tag == "VCALENDAR":
+            if not access.allows_freebusy(item):
+                return httputils.NOT_ALLOWED
+            periods = engine.calendar_periods(item, window)
+        elif item.tag:
+            return (client.FORBIDDEN,
+                    {"Content-Type": "application/xml; charset=utf-8"},
+                    _supported_report_error(), None)
+        else:
+            periods = []
+            if depth not in (None, "0"):
+                calendars = list(engine.home_calendars(path, user,
+                                                       user_groups))
+                if not calendars and not access.check("r", item):
+                    return httputils.NOT_ALLOWED
+                for calendar in calendars:
+                    periods.extend(engine.calendar_periods(calendar, window))
+            elif not access.check("r", item):
+                return httputils.NOT_ALLOWED
+    return _calendar(vfreebusy.render(normalize(periods, window), window,
+                                      dtstamp=datetime.datetime.now(
+                                          timezones.UTC)))
+
+
+def _supported_report_error() -> bytes:
+    error = xmlsafe.element("D:error")
+    xmlsafe.element("D:supported-report", parent=error)
+    return xmlsafe.tostring(error)

@@ -1,0 +1,150 @@
+"""The free/busy model: one vocabulary for every engine and face.
+
+A window is ``[start, end)`` in UTC, a period is ``[start, end)`` in UTC with
+one FBTYPE.  Free time is the absence of periods; FBTYPE=FREE never appears.
+A lookup result per address is either periods (maybe none: free) or a
+failure with a reason, because "no data" must never be reported as free.
+
+This module imports nothing of the gateway: everything else builds on it.
+"""
+
+import datetime
+import enum
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+UTC = datetime.timezone.utc
+
+BUSY = "BUSY"
+BUSY_TENTATIVE = "BUSY-TENTATIVE"
+BUSY_UNAVAILABLE = "BUSY-UNAVAILABLE"
+#: The busy types in output order; RFC 5545 says unknown types mean BUSY.
+FBTYPES = (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE)
+
+
+def normalize_fbtype(value: Optional[str]) -> Optional[str]:
+    """Map an FBTYPE parameter to one of ours; None means free.
+
+    RFC 5545 3.2.9: a missing FBTYPE is BUSY and unknown x-name or IANA
+    values MUST be treated as BUSY.
+    """
+    if value is None:
+        return BUSY
+    value = str(value).upper()
+    if value == "FREE":
+        return None
+    return value if value in FBTYPES else BUSY
+
+
+class Window(NamedTuple):
+    """``[start, end)`` in UTC, both aware datetimes."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+
+    @classmethod
+    def checked(cls, start: datetime.datetime, end: datetime.datetime,
+                max_days: Optional[int] = None) -> "Window":
+        """Build a window, refusing reversed, empty, naive or absurd ones."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("window bounds must be in UTC")
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        if end <= start:
+            raise ValueError("window end must be after its start")
+        if max_days is not None and end - start > datetime.timedelta(
+                days=max_days):
+            raise ValueError("window longer than %d days" % max_days)
+        return cls(start, end)
+
+    def overlaps(self, start: datetime.datetime,
+                 end: datetime.datetime) -> bool:
+        return start < self.end and end > self.start
+
+    def split(self, max_length: datetime.timedelta) -> List["Window"]:
+        """Cut into consecutive windows no longer than ``max_length``."""
+        parts, start = [], self.start
+        while start < self.end:
+            end = min(self.end, start + max_length)
+            parts.append(Window(start, end))
+            start = end
+        return parts
+
+
+class Period(NamedTuple):
+    """``[start, end)`` in UTC with one busy type."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+    fbtype: str = BUSY
+
+
+def clip(periods: Iterable[Period], window: Window) -> List[Period]:
+    """Keep the parts of ``periods`` that lie inside ``window``."""
+    out = []
+    for p in periods:
+        if p.start < window.end and p.end > window.start:
+            out.append(Period(max(p.start, window.start),
+                              min(p.end, window.end), p.fbtype))
+    return out
+
+
+def coalesce(periods: Iterable[Period]) -> List[Period]:
+    """Merge overlapping or touching periods of the same type.
+
+    Types are never merged into each other (RFC 4791 7.10 lets them
+    overlap); the result is sorted by start, then end, then type order.
+    """
+    by_type: Dict[str, List[Tuple[datetime.datetime, datetime.datetime]]] = {}
+    for p in periods:
+        if p.end > p.start:
+            by_type.setdefault(p.fbtype, []).append((p.start, p.end))
+    merged: List[Period] = []
+    for fbtype, spans in by_type.items():
+        spans.sort()
+        cur_start, cur_end = spans[0]
+        for start, end in spans[1:]:
+            if start <= cur_end:
+                if end > cur_end:
+                    cur_end = end
+            else:
+                merged.append(Period(cur_start, cur_end, fbtype))
+                cur_start, cur_end = start, end
+        merged.append(Period(cur_start, cur_end, fbtype))
+    order = {t: i for i, t in enumerate(FBTYPES)}
+    merged.sort(key=lambda p: (p.start, p.end, order.get(p.fbtype, 9)))
+    return merged
+
+
+def normalize(periods: Iterable[Period], window: Window) -> List[Period]:
+    """Clip to the window, then coalesce: the form every answer has."""
+    return coalesce(clip(periods, window))
+
+
+class Reason(enum.Enum):
+    """Why a lookup has no periods; each face maps these to its codes."""
+
+    UNKNOWN_USER = "unknown user"
+    NO_AUTHORITY = "no authority"
+    UNAVAILABLE = "unavailable"
+    TIMED_OUT = "timed out"
+    RATE_LIMITED = "rate limited"
+    NO_DATA = "no data"
+
+
+class LookupResult(NamedTuple):
+    """The answer for one address: periods, or a failure reason."""
+
+    periods: Tuple[Period, ...] = ()
+    failure: Optional[Reason] = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @classmethod
+    def busy(cls, periods: Iterable[Period], window: Window) -> "LookupResult":
+        return cls(tuple(normalize(periods, window)))
+
+    @classmethod
+    def failed(cls, reason: Reason, detail: str = "") -> "LookupResult":
+        return cls((), reason, detail)

@@ -1,0 +1,81 @@
+"""VFREEBUSY in and out: the one iCalendar shape every face answers with.
+
+Output: one VCALENDAR with one VFREEBUSY whose DTSTART/DTEND are the window
+asked for, FREEBUSY periods in UTC start/end form, sorted, FBTYPE always
+written (Thunderbird shows "no information" without it, sabre/vobject#701).
+The header properties go through icalendar, so echoed ORGANIZER/ATTENDEE
+keep their parameters and escaping; the FREEBUSY lines, thousands on a long
+window, are written directly because their form is fixed and short.
+
+Input: defensive parsing of VFREEBUSY replies from peers, bounded in size.
+"""
+
+import datetime
+from typing import Iterable, List, Optional
+
+import icalendar
+
+from gateway import timezones
+from gateway.calendar_object import freebusy_component_periods
+from gateway.model import Period, Window
+
+PRODID = "-//Freebusy Gateway//freebusy-gateway 0.1//EN"
+MAX_PEER_BYTES = 2 << 20
+
+
+def render(periods: Iterable[Period], window: Window, *,
+           method: Optional[str] = None, uid: Optional[str] = None,
+           organizer=None, attendee=None,
+           dtstamp: Optional[datetime.datetime] = None,
+           extra_properties: Iterable = ()) -> str:
+    """One VCALENDAR/VFREEBUSY text with CRLF line ends."""
+    component = icalendar.FreeBusy()
+    if uid is not None:
+        component.add("UID", uid)
+    component.add("DTSTAMP", dtstamp or datetime.datetime.now(timezones.UTC))
+    component.add("DTSTART", window.start)
+    component.add("DTEND", window.end)
+    if organizer is not None:
+        component.add("ORGANIZER", organizer)
+    if attendee is not None:
+        component.add("ATTENDEE", attendee)
+    for name, value in extra_properties:
+        component.add(name, value)
+    head = component.to_ical().decode("utf-8")
+    head = head[:head.rindex("END:VFREEBUSY")]
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:" + PRODID]
+    if method:
+        lines.append("METHOD:" + method)
+    body = "".join("FREEBUSY;FBTYPE=%s:%s/%s\r\n" % (
+        p.fbtype, timezones.format_utc(p.start), timezones.format_utc(p.end))
+        for p in periods)
+    return ("\r\n".join(lines) + "\r\n" + head + body +
+            "END:VFREEBUSY\r\nEND:VCALENDAR\r\n")
+
+
+class PeerDataError(ValueError):
+    """A peer's free/busy data is missing, too big or not iCalendar."""
+
+
+def parse_periods(data: bytes, window: Window,
+                  max_bytes: int = MAX_PEER_BYTES) -> List[Period]:
+    """All FREEBUSY periods of the VFREEBUSY components in ``data``.
+
+    Raises PeerDataError rather than guessing: garbage is never "free".
+    """
+    if len(data) > max_bytes:
+        raise PeerDataError("free/busy data larger than %d bytes" % max_bytes)
+    try:
+        calendar = icalendar.Calendar.from_ical(data)
+        components = [c for c in calendar.walk() if c.name == "VFREEBUSY"]
+        if not components:
+            raise PeerDataError("no VFREEBUSY in the answer")
+        periods = []
+        for component in components:
+            periods.extend(freebusy_component_periods(component,
+                                                      timezones.UTC))
+    except PeerDataError:
+        raise
+    except Exception as e:  # icalendar raises ValueError, KeyError, ...
+        raise PeerDataError("unreadable iCalendar: %s" % e) from None
+    return periods
