@@ -20,8 +20,11 @@ def serve(gateway_config: config.GatewayConfig) -> None:
     from radicale import log
 
     from gateway import radicale_compat
-    from gateway.app import GatewayApplication
+    from gateway.app import GatewayApplication, load_providers
 
+    # Plugins are loaded before anything starts, so a wrong provider
+    # section fails like any other configuration error.
+    providers = load_providers(gateway_config)
     radicale_config = gateway_config.radicale
     log.set_level(radicale_config.get("logging", "level"),
                   radicale_config.get("logging", "backtrace_on_debug"),
@@ -34,7 +37,7 @@ def serve(gateway_config: config.GatewayConfig) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     radicale_compat.serve_application(
-        radicale_config, lambda: GatewayApplication(gateway_config),
+        radicale_config, lambda: GatewayApplication(gateway_config, providers),
         shutdown_out)
 
 
@@ -58,6 +61,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         gateway_config = config.load(args.config)
         if args.command == "check-config":
+            from gateway.app import load_providers
+            load_providers(gateway_config)
             print("%s: OK" % args.config)
             return 0
         serve(gateway_config)

@@ -23,7 +23,7 @@ from radicale.app.base import Access
 from gateway import timezones
 from gateway.availability import availability_periods
 from gateway.calendar_object import BusyObject, availability_components
-from gateway.model import Period, Window
+from gateway.model import LookupResult, Period, Reason, Window
 
 logger = logging.getLogger(__name__)
 
@@ -163,28 +163,41 @@ class LocalEngine:
             if access.allows_freebusy(collection):
                 yield collection
 
-    def user_periods(self, owner: str, window: Window, user: str,
-                     user_groups: set) -> Optional[List[Period]]:
-        """All busy time of local user ``owner`` as seen by ``user``.
+    def lookup_user(self, owner: str, window: Window, user: str,
+                    user_groups: set) -> LookupResult:
+        """All busy time of local user ``owner`` as ``user`` may see it.
 
-        None when ``owner`` has no principal here.  Includes the working
-        hours (CALDAV:calendar-availability) kept on the principal.
+        Unknown when ``owner`` has no principal here; no authority when
+        ``owner`` has calendars but ``user`` may see none of them.  The
+        working hours (CALDAV:calendar-availability, kept on the principal)
+        count too.
         """
         home = "/%s/" % owner
         if not pathutils.is_safe_path_component(owner):
-            return None
+            return LookupResult.failed(Reason.UNKNOWN_USER, "not a user name")
         with self._storage.acquire_lock("r", user):
             principal = next(iter(self._storage.discover(home, depth="0")),
                              None)
             if not isinstance(principal, radicale_storage.BaseCollection):
-                return None
+                return LookupResult.failed(Reason.UNKNOWN_USER,
+                                           "no such user here")
+            calendars = [c for c in self._storage.discover(home, depth="1")
+                         if isinstance(c, radicale_storage.BaseCollection)
+                         and c.tag == "VCALENDAR"]
+            visible = list(self.home_calendars(home, user, user_groups))
+            if calendars and not visible and not any(
+                    Access(self._rights, user, user_groups,
+                           "/%s/" % c.path).allows_freebusy(c)
+                    for c in calendars):
+                return LookupResult.failed(Reason.NO_AUTHORITY,
+                                           "no free/busy right on %s" % owner)
             periods: List[Period] = []
-            for calendar in self.home_calendars(home, user, user_groups):
+            for calendar in visible:
                 periods.extend(self.calendar_periods(calendar, window))
             availability = principal.get_meta(AVAILABILITY_KEY)
         if availability:
             periods.extend(self.availability_of_text(availability, window))
-        return periods
+        return LookupResult.busy(periods, window)
 
     def availability_of_text(self, text: str, window: Window) -> List[Period]:
         """Busy time of a stored calendar-availability value."""

@@ -11,7 +11,7 @@ Input: defensive parsing of VFREEBUSY replies from peers, bounded in size.
 """
 
 import datetime
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import icalendar
 
@@ -57,9 +57,10 @@ class PeerDataError(ValueError):
     """A peer's free/busy data is missing, too big or not iCalendar."""
 
 
-def parse_periods(data: bytes, window: Window,
-                  max_bytes: int = MAX_PEER_BYTES) -> List[Period]:
-    """All FREEBUSY periods of the VFREEBUSY components in ``data``.
+def parse_periods(data: bytes, max_bytes: int = MAX_PEER_BYTES
+                  ) -> Tuple[List[Period], Optional[Window]]:
+    """FREEBUSY periods of the VFREEBUSY components in ``data``, and the
+    span their DTSTART/DTEND say they cover (None if they do not say).
 
     Raises PeerDataError rather than guessing: garbage is never "free".
     """
@@ -70,12 +71,19 @@ def parse_periods(data: bytes, window: Window,
         components = [c for c in calendar.walk() if c.name == "VFREEBUSY"]
         if not components:
             raise PeerDataError("no VFREEBUSY in the answer")
-        periods = []
+        periods, starts, ends = [], [], []
         for component in components:
             periods.extend(freebusy_component_periods(component,
                                                       timezones.UTC))
+            if "DTSTART" in component and "DTEND" in component:
+                starts.append(timezones.to_utc(component["DTSTART"].dt,
+                                               timezones.UTC))
+                ends.append(timezones.to_utc(component["DTEND"].dt,
+                                             timezones.UTC))
+        covered = Window(min(starts), max(ends)) \
+            if starts and min(starts) < max(ends) else None
     except PeerDataError:
         raise
     except Exception as e:  # icalendar raises ValueError, KeyError, ...
         raise PeerDataError("unreadable iCalendar: %s" % e) from None
-    return periods
+    return periods, covered

@@ -70,7 +70,7 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
                 return httputils.NOT_ALLOWED
             return (client.FORBIDDEN,
                     {"Content-Type": "application/xml; charset=utf-8"},
-                    _supported_report_error(), None)
+                    supported_report_error(), None)
         if item.tag == "VCALENDAR":
             if not access.allows_freebusy(item):
                 return httputils.NOT_ALLOWED
@@ -78,7 +78,7 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         elif item.tag:
             return (client.FORBIDDEN,
                     {"Content-Type": "application/xml; charset=utf-8"},
-                    _supported_report_error(), None)
+                    supported_report_error(), None)
         else:
             periods = []
             if depth not in (None, "0"):
@@ -95,7 +95,7 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
                                           timezones.UTC)))
 
 
-def _supported_report_error() -> bytes:
+def supported_report_error() -> bytes:
     error = xmlsafe.element("D:error")
     xmlsafe.element("D:supported-report", parent=error)
     return xmlsafe.tostring(error)
