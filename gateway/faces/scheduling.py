@@ -408,7 +408,10 @@ def schedule_response(request: FreeBusyRequest,
                 result.periods, request.window, method="REPLY",
                 uid=request.uid, organizer=request.organizer,
                 attendee=attendee, dtstamp=now)
-            xmlsafe.element("C:calendar-data", text, parent=response)
+            # XML turns CR into "&#13;"; inside XML plain LF line ends are
+            # the usual form and every iCalendar parser takes them.
+            xmlsafe.element("C:calendar-data", text.replace("\r\n", "\n"),
+                            parent=response)
     return xmlsafe.tostring(root)
 
 
