@@ -81,8 +81,8 @@ class Option(NamedTuple):
 
 GATEWAY_SCHEMA: Dict[str, Option] = {
     "domains": Option(domain_list, "", "Mail domains of local users: "
-                      "user@domain is the Radicale user 'user'. The first "
-                      "one builds calendar-user-address-set."),
+                      "user@domain is the Radicale user 'user', for every "
+                      "domain listed (all go into calendar-user-address-set)."),
     "cache_ttl": Option(_non_negative_float, "300", "Seconds a foreign "
                         "answer may be reused; 0 turns caching off."),
     "timeout": Option(_positive_float, "10", "Overall deadline of one "
@@ -91,7 +91,7 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                               "free/busy request may ask for, in days; "
                               "longer ones get 400."),
     "max_attendees": Option(_positive_int, "100", "Most attendees one "
-                            "outbox POST may name; the rest get 5.3."),
+                            "outbox POST may name; the rest get 5.1."),
     "max_hops": Option(_positive_int, "2", "How many gateways a federated "
                        "request may pass; stops two peers looping."),
 }

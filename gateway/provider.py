@@ -74,7 +74,13 @@ class Provider:
 
 def _resolve_type(type_name: str):
     if type_name in BUILTIN_TYPES:
-        module = importlib.import_module("plugins." + type_name)
+        try:
+            module = importlib.import_module("plugins." + type_name)
+        except ModuleNotFoundError as e:
+            if e.name != "plugins." + type_name:
+                raise
+            raise ImportError("the built-in type %r is not part of this "
+                              "version yet" % type_name) from None
         return getattr(module, "Provider")
     try:
         from importlib.metadata import entry_points
