@@ -1,0 +1,207 @@
+"""Fixtures that start real servers on loopback ports.
+
+Every test talks HTTP to a real ``fbgateway serve`` process (or a real
+Xandikos, or an emulator of a foreign system); nothing is called
+in-process.  Servers are stopped by their own process id.
+"""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Dict, Iterable, Optional
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log_path,
+                  timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("server exited with %s:\n%s" % (
+                process.returncode, pathlib.Path(log_path).read_text()))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("server did not listen on %d:\n%s" % (
+        port, pathlib.Path(log_path).read_text()))
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server by its own pid: SIGTERM, then SIGKILL if it hangs."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class Gateway:
+    """A running gateway with its own ini file, users and storage."""
+
+    def __init__(self, directory: pathlib.Path, users: Dict[str, str],
+                 domains: str, extra: str, rights: Optional[str]) -> None:
+        self.directory = directory
+        self.users = users
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "users").write_text(
+            "".join("%s:%s\n" % item for item in users.items()))
+        (directory / "rights").write_text(
+            rights or (ROOT / "config" / "rights").read_text())
+        self.config_path = directory / "gateway.ini"
+        self.config_path.write_text(textwrap.dedent("""\
+            [server]
+            hosts = 127.0.0.1:%d
+
+            [auth]
+            type = htpasswd
+            htpasswd_filename = users
+            htpasswd_encryption = plain
+            delay = 0
+
+            [rights]
+            type = from_file
+            file = rights
+
+            [storage]
+            filesystem_folder = collections
+
+            [logging]
+            level = warning
+
+            [gateway]
+            domains = %s
+            """) % (self.port, domains) + textwrap.dedent(extra))
+        self.log_path = directory / "server.log"
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> "Gateway":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve",
+                 "--config", str(self.config_path)],
+                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    # -- HTTP helpers -------------------------------------------------
+
+    def request(self, method: str, path: str, body=None,
+                user: Optional[str] = None, headers=None,
+                **kwargs) -> requests.Response:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        auth = None
+        if user is not None:
+            auth = (user, self.users[user])
+        return requests.request(method, self.url + path, data=body,
+                                auth=auth, headers=headers or {},
+                                timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def mkcalendar(self, user: str, name: str, properties: str = "") -> str:
+        path = "/%s/%s/" % (user, name)
+        body = None
+        if properties:
+            body = ('<?xml version="1.0" encoding="utf-8"?>'
+                    '<C:mkcalendar xmlns:D="DAV:" '
+                    'xmlns:C="urn:ietf:params:xml:ns:caldav">'
+                    '<D:set><D:prop>%s</D:prop></D:set></C:mkcalendar>'
+                    % properties)
+        response = self.request("MKCALENDAR", path, body, user=user)
+        assert response.status_code == 201, (response.status_code,
+                                             response.text)
+        return path
+
+    def put(self, path: str, ics, user: str) -> requests.Response:
+        response = self.request(
+            "PUT", path, ics, user=user,
+            headers={"Content-Type": "text/calendar; charset=utf-8"})
+        assert response.status_code in (201, 204), (response.status_code,
+                                                    response.text)
+        return response
+
+    def load(self, user: str, calendar: str, files: Iterable[pathlib.Path],
+             properties: str = "") -> str:
+        """Create a calendar and PUT every file into it."""
+        path = self.mkcalendar(user, calendar, properties)
+        for file in files:
+            self.put(path + file.stem + ".ics", file.read_bytes(), user)
+        return path
+
+    def report(self, path: str, body, user: str,
+               depth: Optional[str] = "1") -> requests.Response:
+        headers = {"Content-Type": "application/xml; charset=utf-8"}
+        if depth is not None:
+            headers["Depth"] = depth
+        return self.request("REPORT", path, body, user=user, headers=headers)
+
+    def post(self, path: str, ics, user: str,
+             content_type: str = "text/calendar; charset=utf-8",
+             **kwargs) -> requests.Response:
+        return self.request("POST", path, ics, user=user,
+                            headers={"Content-Type": content_type}, **kwargs)
+
+
+@pytest.fixture
+def gateway_factory(tmp_path):
+    """Start gateways: ``gateway_factory(users={...}, extra="...")``."""
+    started = []
+
+    def start(users: Optional[Dict[str, str]] = None,
+              domains: str = "example.com", extra: str = "",
+              rights: Optional[str] = None, name: Optional[str] = None
+              ) -> Gateway:
+        gateway = Gateway(tmp_path / (name or "gw%d" % len(started)),
+                          users or {"alice": "alice-pw", "bob": "bob-pw"},
+                          domains, extra, rights)
+        started.append(gateway)
+        return gateway.start()
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> Gateway:
+    """One gateway with users alice and bob at example.com."""
+    return gateway_factory()
+
+
+def conformance_case(name: str) -> pathlib.Path:
+    return DATA / "conformance" / name
+
+
+def pytest_configure(config):
+    # Servers inherit nothing from the developer's proxy settings.
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        os.environ.pop(key, None)
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"

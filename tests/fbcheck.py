@@ -1,0 +1,88 @@
+"""Checks of free/busy answers, by the conformance cases' comparison rule.
+
+Parse the answer, require exactly one VFREEBUSY, turn every FREEBUSY value
+into a UTC start/end pair, compare per FBTYPE as multisets (so duplicates
+fail) and fail on any FBTYPE other than BUSY, BUSY-TENTATIVE or
+BUSY-UNAVAILABLE.  The parsing uses icalendar, not the gateway's code, so
+the tests do not check the gateway with itself.
+"""
+
+import datetime
+import pathlib
+import re
+from collections import Counter
+from typing import Dict, List, Tuple
+
+import icalendar
+
+Periods = Dict[str, List[Tuple[str, str]]]
+ALLOWED = {"BUSY", "BUSY-TENTATIVE", "BUSY-UNAVAILABLE"}
+_EXPECTED_LINE = re.compile(
+    r"^(BUSY(?:-TENTATIVE|-UNAVAILABLE)?)\s+(\d{8}T\d{6}Z)/(\d{8}T\d{6}Z)\s*$")
+
+
+def _utc(value: datetime.datetime) -> str:
+    assert value.tzinfo is not None, "FREEBUSY time is not UTC: %r" % value
+    return value.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def vfreebusy_of(data) -> icalendar.cal.Component:
+    """The one VFREEBUSY of an iCalendar text (asserted to be one)."""
+    calendar = icalendar.Calendar.from_ical(data)
+    found = [c for c in calendar.walk() if c.name == "VFREEBUSY"]
+    assert len(found) == 1, "expected one VFREEBUSY, got %d" % len(found)
+    return found[0]
+
+
+def periods_of(data) -> Periods:
+    """{FBTYPE: sorted [(start, end)]} of the one VFREEBUSY in ``data``."""
+    component = vfreebusy_of(data)
+    result: Periods = {}
+    values = component.get("FREEBUSY", [])
+    if not isinstance(values, list):
+        values = [values]
+    for prop in values:
+        fbtype = str(prop.params.get("FBTYPE", "BUSY")).upper()
+        assert fbtype in ALLOWED, "FBTYPE=%s in answer" % fbtype
+        periods = prop.dt if isinstance(prop.dt, list) else [prop.dt]
+        for start, end in periods:
+            if isinstance(end, datetime.timedelta):
+                end = start + end
+            result.setdefault(fbtype, []).append((_utc(start), _utc(end)))
+    for fbtype in result:
+        result[fbtype].sort()
+    return result
+
+
+def expected_periods(expected_file: pathlib.Path) -> Periods:
+    """The normalised period list of a conformance case's expected.txt."""
+    result: Periods = {}
+    for line in expected_file.read_text().splitlines():
+        match = _EXPECTED_LINE.match(line.strip())
+        if match:
+            result.setdefault(match.group(1), []).append(
+                (match.group(2), match.group(3)))
+    for fbtype in result:
+        result[fbtype].sort()
+    return result
+
+
+def assert_same_periods(actual: Periods, expected: Periods) -> None:
+    """Per-FBTYPE multiset equality (counts matter: duplicates fail)."""
+    assert set(actual) == set(expected), (actual, expected)
+    for fbtype in expected:
+        assert Counter(actual[fbtype]) == Counter(expected[fbtype]), (
+            fbtype, actual[fbtype], expected[fbtype])
+
+
+def assert_utc_never_free(data) -> None:
+    """Every FREEBUSY value is in UTC; FBTYPE=FREE is never written."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    lines = re.findall(r"^FREEBUSY[^:]*:(.*)$", text.replace("\r\n ", ""),
+                       re.M)
+    for line in lines:
+        for period in line.strip().split(","):
+            start, _, end = period.partition("/")
+            assert start.endswith("Z"), period
+            assert end.endswith("Z") or end.startswith("P"), period
+    assert "FBTYPE=FREE" not in text.replace("\r\n ", "")
