@@ -30,8 +30,7 @@ MAX_XML_BYTES = 1 << 20
 
 XML = {"Content-Type": "application/xml; charset=utf-8"}
 #: Methods that make no sense on the virtual inbox and outbox.
-_NOT_ON_BOXES = ("GET", "HEAD", "PUT", "DELETE", "MKCOL", "MKCALENDAR",
-                 "MOVE")
+_NOT_ON_BOXES = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
 
 def _bad_request(text: str):
@@ -76,7 +75,9 @@ class GatewayApplication(radicale.Application):
             if providers is None else providers
         self.fanout = FanOut(options["domains"], self.local.lookup_user,
                              self.providers, options["cache_ttl"],
-                             options["timeout"], options["max_hops"])
+                             options["timeout"], options["max_hops"],
+                             local_username=_username_rule(
+                                 self.configuration))
 
     # -- request bodies ---------------------------------------------------
 
@@ -202,12 +203,39 @@ class GatewayApplication(radicale.Application):
             names = [c.tag for a in root for p in a for c in p]
             return _multistatus(scheduling.proppatch_ok(base_prefix, path,
                                                         names))
+        self._store_transp_as_text(environ, root)
+        return super().do_PROPPATCH(environ, base_prefix, path, user,
+                                    user_groups, request_info)
+
+    def _store_transp_as_text(self, environ, root) -> None:
+        """Hand Radicale schedule-calendar-transp in a form it keeps."""
         if root is not None and scheduling.transp_as_text(root):
             body = xmlsafe.tostring(root)
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
-        return super().do_PROPPATCH(environ, base_prefix, path, user,
-                                    user_groups, request_info)
+
+    def _create_collection(self, method: str, environ, base_prefix, path,
+                           user, user_groups, request_info):
+        if scheduling.box_of(path):
+            return httputils.METHOD_NOT_ALLOWED if user else \
+                httputils.NOT_ALLOWED
+        try:
+            root = self._xml_body(environ)
+        except xmlsafe.XMLError as e:
+            return _bad_request(str(e))
+        self._store_transp_as_text(environ, root)
+        return getattr(super(), "do_" + method)(
+            environ, base_prefix, path, user, user_groups, request_info)
+
+    def do_MKCALENDAR(self, environ, base_prefix, path, user, user_groups,
+                      request_info):
+        return self._create_collection("MKCALENDAR", environ, base_prefix,
+                                       path, user, user_groups, request_info)
+
+    def do_MKCOL(self, environ, base_prefix, path, user, user_groups,
+                 request_info):
+        return self._create_collection("MKCOL", environ, base_prefix, path,
+                                       user, user_groups, request_info)
 
     def do_POST(self, environ, base_prefix, path, user, user_groups,
                 request_info):
@@ -237,6 +265,16 @@ class GatewayApplication(radicale.Application):
             hops=_incoming_hops(environ))
         return 200, XML, scheduling.schedule_response(
             request, results, over_limit), None
+
+
+def _username_rule(configuration):
+    """How Radicale turns a login into a user name, for address local
+    parts: user@domain means the account that logs in as ``user``."""
+    if configuration.get("auth", "lc_username"):
+        return str.lower
+    if configuration.get("auth", "uc_username"):
+        return str.upper
+    return str
 
 
 def _incoming_hops(environ) -> int:

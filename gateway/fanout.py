@@ -81,8 +81,12 @@ class FanOut:
 
     def __init__(self, local_domains: Sequence[str], local_lookup: LocalLookup,
                  providers: Sequence, default_cache_ttl: float,
-                 timeout: float, max_hops: int, max_workers: int = 32) -> None:
+                 timeout: float, max_hops: int, max_workers: int = 32,
+                 local_username: Callable[[str], str] = str) -> None:
         self.local_domains = set(local_domains)
+        #: Local part of an address -> Radicale user name (the admin's
+        #: [auth] lc_username / uc_username apply, as at login).
+        self.local_username = local_username
         self.local_lookup = local_lookup
         self.providers = list(providers)
         self._by_domain = {d: p for p in self.providers
@@ -101,7 +105,7 @@ class FanOut:
             return None, "only mailto: addresses can be looked up"
         local, _, domain = bare.rpartition("@")
         if domain in self.local_domains:
-            return "local", local
+            return "local", self.local_username(local)
         provider = self._by_domain.get(domain)
         if provider is not None:
             return "provider", provider

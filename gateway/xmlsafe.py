@@ -5,6 +5,7 @@ and any document that carries a DOCTYPE is refused outright, so entity
 expansion ("billion laughs") and external entities never get a chance.
 """
 
+import re
 from typing import Optional
 
 from lxml import etree
@@ -23,6 +24,17 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True,
                           load_dtd=False, dtd_validation=False,
                           huge_tree=False, remove_comments=True,
                           remove_pis=True)
+
+
+#: Characters XML 1.0 cannot carry (controls, NUL, lone surrogates).
+_NOT_XML_CHAR = re.compile(
+    "[^\u0009\u000A\u000D\u0020-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+
+
+def text(value: str) -> str:
+    """``value`` made safe to put in XML: what XML cannot hold becomes
+    U+FFFD.  Reasons quoted from requests and peers may hold anything."""
+    return _NOT_XML_CHAR.sub("\ufffd", value)
 
 
 def clark(prefixed: str) -> str:
@@ -53,7 +65,7 @@ def tostring(element: etree._Element, declaration: bool = True) -> bytes:
                           encoding="utf-8")
 
 
-def element(prefixed: str, text: Optional[str] = None,
+def element(prefixed: str, content: Optional[str] = None,
             parent: Optional[etree._Element] = None) -> etree._Element:
     """Make (and optionally attach) an element named ``D:x``/``C:x``."""
     if parent is None:
@@ -61,6 +73,6 @@ def element(prefixed: str, text: Optional[str] = None,
                                                    "C": NS_CALDAV})
     else:
         el = etree.SubElement(parent, clark(prefixed))
-    if text is not None:
-        el.text = text
+    if content is not None:
+        el.text = text(content)
     return el

@@ -59,7 +59,8 @@ class Gateway:
     """A running gateway with its own ini file, users and storage."""
 
     def __init__(self, directory: pathlib.Path, users: Dict[str, str],
-                 domains: str, extra: str, rights: Optional[str]) -> None:
+                 domains: str, extra: str, rights: Optional[str],
+                 auth: str = "") -> None:
         self.directory = directory
         self.users = users
         self.port = free_port()
@@ -79,7 +80,7 @@ class Gateway:
             htpasswd_filename = users
             htpasswd_encryption = plain
             delay = 0
-
+            %s
             [rights]
             type = from_file
             file = rights
@@ -92,7 +93,7 @@ class Gateway:
 
             [gateway]
             domains = %s
-            """) % (self.port, domains) + textwrap.dedent(extra))
+            """) % (self.port, auth, domains) + textwrap.dedent(extra))
         self.log_path = directory / "server.log"
         self.process: Optional[subprocess.Popen] = None
 
@@ -177,11 +178,13 @@ def gateway_factory(tmp_path):
 
     def start(users: Optional[Dict[str, str]] = None,
               domains: str = "example.com", extra: str = "",
-              rights: Optional[str] = None, name: Optional[str] = None
-              ) -> Gateway:
+              rights: Optional[str] = None, name: Optional[str] = None,
+              auth: str = "") -> Gateway:
+        """``extra`` follows the [gateway] section; ``auth`` goes into
+        Radicale's [auth] section."""
         gateway = Gateway(tmp_path / (name or "gw%d" % len(started)),
                           users or {"alice": "alice-pw", "bob": "bob-pw"},
-                          domains, extra, rights)
+                          domains, extra, rights, auth)
         started.append(gateway)
         return gateway.start()
 

@@ -280,7 +280,8 @@ class SchedulingError(Exception):
         """DAV:error with the precondition, and the reason for people."""
         error = xmlsafe.element("D:error")
         xmlsafe.element(self.precondition, parent=error)
-        etree.SubElement(error, "{%s}message" % MESSAGE_NS).text = self.text
+        etree.SubElement(error, "{%s}message" % MESSAGE_NS).text = \
+            xmlsafe.text(self.text)
         return xmlsafe.tostring(error)
 
 
