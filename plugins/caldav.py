@@ -89,12 +89,17 @@ class Provider(BaseProvider):
                                 % e) from None
 
     def _principal(self, context) -> str:
+        failure = ProviderError(Reason.UNAVAILABLE, "no CalDAV principal "
+                                "found")
         for start in ("/.well-known/caldav", self.http.base_url):
             try:
                 root = self._propfind(start, PROPFIND_PRINCIPAL, context)
             except ProviderError as e:
-                if e.reason is Reason.NO_AUTHORITY:
+                # A peer that refuses or hangs will not do better at the
+                # second URL; only a missing well-known URL is worth it.
+                if e.reason in (Reason.NO_AUTHORITY, Reason.TIMED_OUT):
                     raise
+                failure = e
                 continue
             prop = root.find(".//" + xmlsafe.clark("D:current-user-principal"))
             if prop is None:
@@ -105,7 +110,7 @@ class Provider(BaseProvider):
             href = prop.findtext(xmlsafe.clark("D:href"))
             if href:
                 return self.http.url(href.strip())
-        raise ProviderError(Reason.UNAVAILABLE, "no CalDAV principal found")
+        raise failure
 
     def _discover(self, context):
         """(outbox URL, ORGANIZER address), found once and kept."""

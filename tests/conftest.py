@@ -60,10 +60,10 @@ class Gateway:
 
     def __init__(self, directory: pathlib.Path, users: Dict[str, str],
                  domains: str, extra: str, rights: Optional[str],
-                 auth: str = "") -> None:
+                 auth: str = "", port: Optional[int] = None) -> None:
         self.directory = directory
         self.users = users
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "users").write_text(
@@ -179,12 +179,12 @@ def gateway_factory(tmp_path):
     def start(users: Optional[Dict[str, str]] = None,
               domains: str = "example.com", extra: str = "",
               rights: Optional[str] = None, name: Optional[str] = None,
-              auth: str = "") -> Gateway:
+              auth: str = "", port: Optional[int] = None) -> Gateway:
         """``extra`` follows the [gateway] section; ``auth`` goes into
         Radicale's [auth] section."""
         gateway = Gateway(tmp_path / (name or "gw%d" % len(started)),
                           users or {"alice": "alice-pw", "bob": "bob-pw"},
-                          domains, extra, rights, auth)
+                          domains, extra, rights, auth, port)
         started.append(gateway)
         return gateway.start()
 
