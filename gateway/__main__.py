@@ -25,6 +25,7 @@ def serve(gateway_config: config.GatewayConfig) -> None:
     # Plugins are loaded before anything starts, so a wrong provider
     # section fails like any other configuration error.
     providers = load_providers(gateway_config)
+    log.setup()
     radicale_config = gateway_config.radicale
     log.set_level(radicale_config.get("logging", "level"),
                   radicale_config.get("logging", "backtrace_on_debug"),
@@ -56,9 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "config-help":
         print(config.help_text())
         return 0
-    from radicale import log
-    log.setup()
     try:
+        # Nothing is logged before the file is known to be good, so a
+        # wrong file gives exactly one line on stderr.
         gateway_config = config.load(args.config)
         if args.command == "check-config":
             from gateway.app import load_providers

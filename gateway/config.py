@@ -196,6 +196,11 @@ def load(path: str) -> GatewayConfig:
         radicale.update(radicale_sections, path)
     except Exception as e:
         raise ConfigError("%s: %s" % (path, e)) from None
+    from gateway import radicale_compat
+    try:
+        radicale_compat.check_plugins(radicale)
+    except ValueError as e:
+        raise ConfigError("%s: %s" % (path, e)) from None
     seen: Dict[str, str] = {d: "[gateway]" for d in gateway["domains"]}
     for provider in providers:
         for domain in provider.options["domains"]:

@@ -46,3 +46,30 @@ def serve_application(configuration, application_factory, shutdown_socket):
     from radicale import server
     server.Application = lambda _configuration: application_factory()
     server.serve(configuration, shutdown_socket)
+
+
+_RADICALE_PLUGINS = (("auth", "Auth"), ("rights", "Rights"),
+                     ("storage", "Storage"), ("web", "Web"))
+
+
+def check_plugins(configuration) -> None:
+    """Import the auth, rights, storage and web modules the file names.
+
+    Radicale itself only finds a wrong ``type`` when its Application is
+    built inside the running server; checking here lets start-up and
+    ``check-config`` fail with one message, without creating anything.
+    Raises ValueError naming section and key.
+    """
+    import importlib
+    for section, class_name in _RADICALE_PLUGINS:
+        type_ = configuration.get(section, "type")
+        if callable(type_):
+            continue
+        package = importlib.import_module("radicale." + section)
+        module = ("radicale.%s.%s" % (section, type_)
+                  if type_ in package.INTERNAL_TYPES else type_)
+        try:
+            getattr(importlib.import_module(module), class_name)
+        except Exception as e:
+            raise ValueError("[%s] key 'type': cannot load %r: %s" % (
+                section, type_, e)) from None
