@@ -60,8 +60,10 @@ class Gateway:
 
     def __init__(self, directory: pathlib.Path, users: Dict[str, str],
                  domains: str, extra: str, rights: Optional[str],
-                 auth: str = "", port: Optional[int] = None) -> None:
+                 auth: str = "", port: Optional[int] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
         self.directory = directory
+        self.env = dict(os.environ, **(env or {}))
         self.users = users
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -102,7 +104,8 @@ class Gateway:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve",
                  "--config", str(self.config_path)],
-                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
+                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
+                env=self.env)
         wait_for_port(self.port, self.process, self.log_path)
         return self
 
@@ -179,12 +182,13 @@ def gateway_factory(tmp_path):
     def start(users: Optional[Dict[str, str]] = None,
               domains: str = "example.com", extra: str = "",
               rights: Optional[str] = None, name: Optional[str] = None,
-              auth: str = "", port: Optional[int] = None) -> Gateway:
+              auth: str = "", port: Optional[int] = None,
+              env: Optional[Dict[str, str]] = None) -> Gateway:
         """``extra`` follows the [gateway] section; ``auth`` goes into
         Radicale's [auth] section."""
         gateway = Gateway(tmp_path / (name or "gw%d" % len(started)),
                           users or {"alice": "alice-pw", "bob": "bob-pw"},
-                          domains, extra, rights, auth, port)
+                          domains, extra, rights, auth, port, env)
         started.append(gateway)
         return gateway.start()
 
