@@ -69,7 +69,9 @@ class GatewayApplication(radicale.Application):
         self.local = LocalEngine(
             self._storage, self._rights,
             max_occurrences=self.configuration.get(
-                "reporting", "max_freebusy_occurrence"))
+                "reporting", "max_freebusy_occurrence"),
+            addresses_of=lambda owner: scheduling.user_addresses(
+                owner, self.gateway_options["domains"]))
         options = self.gateway_options
         self.providers = load_providers(gateway_config) \
             if providers is None else providers

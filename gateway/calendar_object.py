@@ -8,7 +8,10 @@ kept, so a repeated or overlapping query never re-parses or re-expands.
 What counts (RFC 4791 7.10, RFC 5545, RFC 7953):
 - VEVENT occurrences, overrides included (RECURRENCE-ID, RANGE=THISANDFUTURE),
   except TRANSP:TRANSPARENT and STATUS:CANCELLED; STATUS:TENTATIVE is
-  BUSY-TENTATIVE, everything else BUSY.
+  BUSY-TENTATIVE, everything else BUSY.  Occurrences an attendee declined
+  (PARTSTAT=DECLINED) are remembered with that attendee's address, so a
+  lookup for that person can leave them out, as CalendarServer and
+  sabre/dav do for scheduling.
 - FREEBUSY periods of stored VFREEBUSY components, with their FBTYPE.
 - VAVAILABILITY components are handed to gateway.availability, because they
   combine across the whole calendar, not per object.
@@ -17,7 +20,7 @@ What counts (RFC 4791 7.10, RFC 5545, RFC 7953):
 import bisect
 import datetime
 import logging
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import icalendar
 import recurring_ical_events
@@ -45,6 +48,15 @@ def event_fbtype(component: icalendar.cal.Component) -> Optional[str]:
     if status == "TENTATIVE":
         return BUSY_TENTATIVE
     return BUSY
+
+
+def declined_by(component: icalendar.cal.Component) -> frozenset:
+    """Lower-cased addresses of the ATTENDEEs who declined ``component``."""
+    attendees = component.get("ATTENDEE", [])
+    if not isinstance(attendees, list):
+        attendees = [attendees]
+    return frozenset(str(a).strip().lower() for a in attendees
+                     if str(a.params.get("PARTSTAT", "")).upper() == "DECLINED")
 
 
 def _month_floor(value: datetime.datetime) -> datetime.datetime:
@@ -112,6 +124,9 @@ class BusyObject:
         self._sorted: List[Period] = []
         self._starts: List[datetime.datetime] = []
         self._longest = datetime.timedelta(0)
+        #: Period -> addresses that declined it (only where someone did).
+        self._declined: Dict[Period, frozenset] = {}
+        self._declined_of: Dict[int, frozenset] = {}
         self._index(self._fixed)
 
     def _index(self, periods: List[Period]) -> None:
@@ -124,15 +139,21 @@ class BusyObject:
         for p in new:
             self._longest = max(self._longest, p.end - p.start)
 
-    def periods(self, window: Window) -> List[Period]:
-        """Busy periods overlapping ``window`` (not clipped, not merged)."""
+    def periods(self, window: Window,
+                excluding: frozenset = frozenset()) -> List[Period]:
+        """Busy periods overlapping ``window`` (not clipped, not merged),
+        without those declined by any address in ``excluding``."""
         if self._query is not None:
             self._cover(window)
         # Periods are sorted by start; none can start before
         # window.start - longest and still reach into the window.
         lo = bisect.bisect_left(self._starts, window.start - self._longest)
         hi = bisect.bisect_left(self._starts, window.end)
-        return [p for p in self._sorted[lo:hi] if p.end > window.start]
+        found = [p for p in self._sorted[lo:hi] if p.end > window.start]
+        if excluding and self._declined:
+            found = [p for p in found
+                     if not self._declined.get(p, frozenset()) & excluding]
+        return found
 
     def _cover(self, window: Window) -> None:
         """Expand recurrences so that ``window`` is inside the covered span."""
@@ -185,7 +206,8 @@ class BusyObject:
         # The library keeps the source component (master or override) on
         # the occurrence's adapter; reading it avoids copying a component
         # per occurrence, which dominated the cost of expansion.
-        fbtype = event_fbtype(occurrence._adapter._component)
+        component = occurrence._adapter._component
+        fbtype = event_fbtype(component)
         if fbtype is None:
             return None
         start = timezones.to_utc(occurrence.start, self.zone)
@@ -194,7 +216,14 @@ class BusyObject:
             # RFC 4791 9.9: a zero-length event still blocks its instant
             # for matching, but it adds no busy time.
             return None
-        return Period(start, end, fbtype)
+        period = Period(start, end, fbtype)
+        declined = self._declined_of.get(id(component))
+        if declined is None:
+            declined = self._declined_of[id(component)] = \
+                declined_by(component)
+        if declined:
+            self._declined[period] = declined
+        return period
 
 
 def availability_components(objects) -> List[Tuple[icalendar.cal.Component,

@@ -15,7 +15,7 @@ import datetime
 import logging
 import os
 import threading
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from radicale import pathutils, storage as radicale_storage
 from radicale.app.base import Access
@@ -55,8 +55,12 @@ class LocalEngine:
     """Busy periods of calendars, calendar homes and users."""
 
     def __init__(self, radicale_storage, rights, max_occurrences: int = 0,
-                 max_objects: int = 50000) -> None:
+                 max_objects: int = 50000,
+                 addresses_of: Callable[[str], Iterable[str]] = lambda _: ()
+                 ) -> None:
         self._storage = radicale_storage
+        #: A user's calendar user addresses, to skip what they declined.
+        self.addresses_of = addresses_of
         self._rights = rights
         self.max_occurrences = max_occurrences
         self.max_objects = max_objects
@@ -67,10 +71,12 @@ class LocalEngine:
 
     # -- one calendar -----------------------------------------------------
 
-    def calendar_periods(self, collection, window: Window) -> List[Period]:
+    def calendar_periods(self, collection, window: Window,
+                         excluding: frozenset = frozenset()) -> List[Period]:
         """Busy periods of one calendar collection (caller holds the lock).
 
         Not clipped or merged: callers normalise once over all sources.
+        Occurrences declined by an address in ``excluding`` are left out.
         """
         zone_text = collection.get_meta(TIMEZONE_KEY) or ""
         zone = timezones.zone_from_calendar_timezone(zone_text)
@@ -78,7 +84,7 @@ class LocalEngine:
             objects = self._objects_of(collection, zone_text, zone)
             periods: List[Period] = []
             for busy_object in objects:
-                periods.extend(busy_object.periods(window))
+                periods.extend(busy_object.periods(window, excluding))
             components = availability_components(objects)
         if components:
             periods.extend(availability_periods(components, window))
@@ -170,7 +176,7 @@ class LocalEngine:
         Unknown when ``owner`` has no principal here; no authority when
         ``owner`` has calendars but ``user`` may see none of them.  The
         working hours (CALDAV:calendar-availability, kept on the principal)
-        count too.
+        count too; meetings ``owner`` declined do not.
         """
         home = "/%s/" % owner
         if not pathutils.is_safe_path_component(owner):
@@ -191,9 +197,11 @@ class LocalEngine:
                     for c in calendars):
                 return LookupResult.failed(Reason.NO_AUTHORITY,
                                            "no free/busy right on %s" % owner)
+            declined = frozenset(a.lower() for a in self.addresses_of(owner))
             periods: List[Period] = []
             for calendar in visible:
-                periods.extend(self.calendar_periods(calendar, window))
+                periods.extend(self.calendar_periods(calendar, window,
+                                                     declined))
             availability = principal.get_meta(AVAILABILITY_KEY)
         if availability:
             periods.extend(self.availability_of_text(availability, window))

@@ -172,3 +172,47 @@ def test_no_authority_when_calendars_are_private(gateway_factory):
         datetime.datetime(2026, 1, 6, tzinfo=UTC),
         ["mailto:bob@example.com"])
     assert answer["errors"]["mailto:bob@example.com"].startswith("3.8")
+
+
+def test_declined_meetings_do_not_make_the_attendee_busy(gateway):
+    """bob declined one instance of a weekly meeting and all of another
+    meeting: in his free/busy (outbox) they are free time; the organizer
+    alice stays busy for all of them."""
+    meeting = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:weekly\r\nDTSTAMP:20260101T000000Z\r\n"
+        "DTSTART:20260105T100000Z\r\nDTEND:20260105T110000Z\r\n"
+        "RRULE:FREQ=DAILY;COUNT=3\r\n"
+        "ORGANIZER:mailto:alice@example.com\r\n"
+        "ATTENDEE;PARTSTAT=ACCEPTED:mailto:bob@example.com\r\n"
+        "END:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:weekly\r\nDTSTAMP:20260101T000000Z\r\n"
+        "RECURRENCE-ID:20260106T100000Z\r\n"
+        "DTSTART:20260106T100000Z\r\nDTEND:20260106T110000Z\r\n"
+        "ORGANIZER:mailto:alice@example.com\r\n"
+        "ATTENDEE;PARTSTAT=DECLINED:mailto:Bob@Example.com\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n")
+    other = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:other\r\nDTSTAMP:20260101T000000Z\r\n"
+        "DTSTART:20260105T140000Z\r\nDTEND:20260105T150000Z\r\n"
+        "ORGANIZER:mailto:alice@example.com\r\n"
+        "ATTENDEE;PARTSTAT=DECLINED:mailto:bob@example.com\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n")
+    bob = gateway.mkcalendar("bob", "work")
+    gateway.put(bob + "weekly.ics", meeting, "bob")
+    gateway.put(bob + "other.ics", other, "bob")
+    alice = gateway.mkcalendar("alice", "work")
+    gateway.put(alice + "weekly.ics", meeting.replace("DECLINED", "ACCEPTED"),
+                "alice")
+    answer = principal_for(gateway, "alice").freebusy_request(
+        datetime.datetime(2026, 1, 5, tzinfo=UTC),
+        datetime.datetime(2026, 1, 8, tzinfo=UTC),
+        ["mailto:bob@example.com", "mailto:alice@example.com"])
+    assert_same_periods(periods_of(answer["mailto:bob@example.com"].data), {
+        "BUSY": [("20260105T100000Z", "20260105T110000Z"),
+                 ("20260107T100000Z", "20260107T110000Z")]})
+    assert_same_periods(periods_of(answer["mailto:alice@example.com"].data), {
+        "BUSY": [("20260105T100000Z", "20260105T110000Z"),
+                 ("20260106T100000Z", "20260106T110000Z"),
+                 ("20260107T100000Z", "20260107T110000Z")]})
