@@ -297,7 +297,8 @@ def _refuse_on_boxes(method: str):
         return getattr(super(GatewayApplication, self), "do_" + method)(
             environ, base_prefix, path, user, user_groups, request_info)
     handler.__name__ = "do_" + method
-    handler.__doc__ = "Radicale's %s, refused on the inbox and outbox." % method
+    handler.__doc__ = ("Radicale's %s, refused on the inbox and outbox."
+                       % method)
     return handler
 
 

@@ -26,7 +26,7 @@ import icalendar
 import recurring_ical_events
 
 from gateway import timezones
-from gateway.model import (BUSY, BUSY_TENTATIVE, UTC, Period, Window,
+from gateway.model import (BUSY, BUSY_TENTATIVE, Period, Window,
                            normalize_fbtype)
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ def declined_by(component: icalendar.cal.Component) -> frozenset:
     attendees = component.get("ATTENDEE", [])
     if not isinstance(attendees, list):
         attendees = [attendees]
-    return frozenset(str(a).strip().lower() for a in attendees
-                     if str(a.params.get("PARTSTAT", "")).upper() == "DECLINED")
+    return frozenset(
+        str(a).strip().lower() for a in attendees
+        if str(a.params.get("PARTSTAT", "")).upper() == "DECLINED")
 
 
 def _month_floor(value: datetime.datetime) -> datetime.datetime:

@@ -82,7 +82,8 @@ class Option(NamedTuple):
 GATEWAY_SCHEMA: Dict[str, Option] = {
     "domains": Option(domain_list, "", "Mail domains of local users: "
                       "user@domain is the Radicale user 'user', for every "
-                      "domain listed (all go into calendar-user-address-set)."),
+                      "domain listed (all go into "
+                      "calendar-user-address-set)."),
     "cache_ttl": Option(_non_negative_float, "300", "Seconds a foreign "
                         "answer may be reused; 0 turns caching off."),
     "timeout": Option(_positive_float, "10", "Overall deadline of one "

@@ -124,8 +124,8 @@ class FanOut:
         for address in addresses:
             kind, target = self.route(address)
             if kind is None:
-                results[address] = LookupResult.failed(Reason.UNKNOWN_USER,
-                                                        target)
+                results[address] = LookupResult.failed(
+                    Reason.UNKNOWN_USER, target)
             elif kind == "local":
                 local.append((address, target))
             else:

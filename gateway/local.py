@@ -218,7 +218,10 @@ class LocalEngine:
                                     window)
 
 
-def _file_fingerprints(collection) -> Optional[Dict[str, Tuple[int, int, int]]]:
+Fingerprint = Tuple[int, int, int]
+
+
+def _file_fingerprints(collection) -> Optional[Dict[str, Fingerprint]]:
     """Cheap change marks of a multifilesystem collection's item files.
 
     Radicale writes items by atomic rename, so a changed item always has a

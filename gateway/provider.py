@@ -19,7 +19,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from gateway.config import ConfigError, Option, ProviderConfig
 from gateway.http import HttpClient
-from gateway.lookup import LookupContext, ProviderError, RateLimited  # noqa: F401 (plugins import them from here)
+# Plugins import ProviderError and RateLimited from here.
+from gateway.lookup import (LookupContext, ProviderError,  # noqa: F401
+                            RateLimited)
 from gateway.model import LookupResult, Period, Reason, Window
 
 logger = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ def zone_from_calendar_timezone(text: Optional[str]) -> datetime.tzinfo:
         try:
             return vtz.to_tz()
         except Exception:  # icalendar raises many kinds on broken rules
-            logger.warning("Ignoring calendar-timezone %r without usable rules",
-                           tzid)
+            logger.warning("Ignoring calendar-timezone %r without usable "
+                           "rules", tzid)
     return UTC
 
 

@@ -144,6 +144,16 @@ class Gateway:
                                              response.text)
         return path
 
+    def proppatch(self, path: str, prop: str, user: str,
+                  action: str = "set") -> requests.Response:
+        """PROPPATCH one ``<D:prop>`` content (D: and C: prefixes bound)."""
+        return self.request(
+            "PROPPATCH", path,
+            '<?xml version="1.0" encoding="utf-8"?><D:propertyupdate '
+            'xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+            '<D:%s><D:prop>%s</D:prop></D:%s></D:propertyupdate>'
+            % (action, prop, action), user=user)
+
     def put(self, path: str, ics, user: str) -> requests.Response:
         response = self.request(
             "PUT", path, ics, user=user,

@@ -178,13 +178,10 @@ def test_12_calendar_availability_on_inbox(gateway_factory):
     case = conformance_case("12-sabre-outbox-vavailability")
     gateway = sabre_gateway(gateway_factory, case)
     availability = (case / "calendar-availability.ics").read_text()
-    response = gateway.request(
-        "PROPPATCH", "/user2.sabredav/.schedule-inbox/",
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-        'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-        '<C:calendar-availability>%s</C:calendar-availability>'
-        '</D:prop></D:set></D:propertyupdate>' % escape(availability),
-        user="user2.sabredav")
+    response = gateway.proppatch(
+        "/user2.sabredav/.schedule-inbox/",
+        "<C:calendar-availability>%s</C:calendar-availability>"
+        % escape(availability), "user2.sabredav")
     assert response.status_code == 207, response.text
     answers = schedule_response(gateway.post(
         "/user1.sabredav/.schedule-outbox/",

@@ -141,13 +141,10 @@ def test_05_calendar_timezone_set_by_proppatch(gateway):
         "BEGIN:STANDARD\r\nTZOFFSETFROM:-0400\r\nTZOFFSETTO:-0500\r\n"
         "DTSTART:20071104T020000\r\nRRULE:FREQ=YEARLY;BYMONTH=11;BYDAY=1SU\r\n"
         "TZNAME:EST\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\nEND:VCALENDAR\r\n")
-    response = gateway.request(
-        "PROPPATCH", path,
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-        'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-        '<C:calendar-timezone>%s</C:calendar-timezone>'
-        '</D:prop></D:set></D:propertyupdate>' % escape(timezone),
-        user="alice")
+    response = gateway.proppatch(
+        path,
+        '<C:calendar-timezone>%s</C:calendar-timezone>' % escape(timezone),
+        "alice")
     assert response.status_code == 207, response.text
     response = gateway.report(path, (case / "request.xml").read_bytes(),
                               "alice")

@@ -182,12 +182,9 @@ def test_transparent_calendar_left_out_of_home(gateway, calendar):
         return periods_of(response.content).get("BUSY", [])
 
     def set_transp(value):
-        response = gateway.request(
-            "PROPPATCH", holidays,
-            '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-            'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-            '<C:schedule-calendar-transp><C:%s/></C:schedule-calendar-transp>'
-            '</D:prop></D:set></D:propertyupdate>' % value, user="alice")
+        response = gateway.proppatch(
+            holidays, "<C:schedule-calendar-transp><C:%s/>"
+            "</C:schedule-calendar-transp>" % value, "alice")
         assert response.status_code == 207, response.text
 
     both = [("20260106T100000Z", "20260106T110000Z"),

@@ -96,12 +96,10 @@ def test_calendar_availability_through_inbox(gateway):
         "DTSTART:20260105T080000Z\nDTEND:20260105T160000Z\n"
         "RRULE:FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR\nEND:AVAILABLE\n"
         "END:VAVAILABILITY\nEND:VCALENDAR\n")
-    response = gateway.request(
-        "PROPPATCH", "/bob/.schedule-inbox/",
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-        'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-        '<C:calendar-availability>%s</C:calendar-availability>'
-        '</D:prop></D:set></D:propertyupdate>' % availability, user="bob")
+    response = gateway.proppatch(
+        "/bob/.schedule-inbox/",
+        "<C:calendar-availability>%s</C:calendar-availability>"
+        % availability, "bob")
     assert response.status_code == 207, response.text
     answer = principal_for(gateway, "alice").freebusy_request(
         datetime.datetime(2026, 1, 9, tzinfo=UTC),      # Friday
@@ -111,12 +109,9 @@ def test_calendar_availability_through_inbox(gateway):
         "BUSY-UNAVAILABLE": [("20260109T000000Z", "20260109T080000Z"),
                              ("20260109T160000Z", "20260111T000000Z")]})
     # Removing the property removes the working hours.
-    response = gateway.request(
-        "PROPPATCH", "/bob/.schedule-inbox/",
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-        'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:remove><D:prop>'
-        '<C:calendar-availability/></D:prop></D:remove>'
-        '</D:propertyupdate>', user="bob")
+    response = gateway.proppatch("/bob/.schedule-inbox/",
+                                 "<C:calendar-availability/>", "bob",
+                                 action="remove")
     assert response.status_code == 207, response.text
     answer = principal_for(gateway, "alice").freebusy_request(
         datetime.datetime(2026, 1, 9, tzinfo=UTC),
@@ -133,12 +128,10 @@ def test_bad_calendar_availability_is_refused(gateway):
         '</D:propfind>', user="bob", headers={"Depth": "0"}).text
     for value in ("not a calendar", "BEGIN:VCALENDAR\nVERSION:2.0\n"
                   "BEGIN:VEVENT\nUID:x\nEND:VEVENT\nEND:VCALENDAR\n"):
-        response = gateway.request(
-            "PROPPATCH", "/bob/.schedule-inbox/",
-            '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-            'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-            '<C:calendar-availability>%s</C:calendar-availability>'
-            '</D:prop></D:set></D:propertyupdate>' % value, user="bob")
+        response = gateway.proppatch(
+            "/bob/.schedule-inbox/",
+            "<C:calendar-availability>%s</C:calendar-availability>" % value,
+            "bob")
         assert response.status_code in (400, 403, 207)
         if response.status_code == 207:
             assert "200 OK" not in response.text
@@ -149,12 +142,10 @@ def test_bad_calendar_availability_is_refused(gateway):
         '</D:propfind>', user="bob", headers={"Depth": "0"}).text
     assert before == after
     # Someone else may not set it at all.
-    response = gateway.request(
-        "PROPPATCH", "/bob/.schedule-inbox/",
-        '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
-        'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
-        '<C:calendar-availability>x</C:calendar-availability>'
-        '</D:prop></D:set></D:propertyupdate>', user="alice")
+    response = gateway.proppatch(
+        "/bob/.schedule-inbox/",
+        '<C:calendar-availability>x</C:calendar-availability>',
+        "alice")
     assert response.status_code in (403, 404)
 
 

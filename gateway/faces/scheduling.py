@@ -426,5 +426,3 @@ def _status(code_and_text: str, detail: str) -> str:
         return code_and_text
     return "%s;%s" % (code_and_text, detail.replace(";", ",").replace(
         "\n", " ")[:200])
-
-
