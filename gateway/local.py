@@ -40,15 +40,30 @@ def is_transparent(collection) -> bool:
         "transparent"
 
 
+_FLOATING_SLACK = datetime.timedelta(days=1)
+
+
 class _Listing:
     """What the engine last saw of one collection."""
 
-    __slots__ = ("fingerprints", "etags", "zone_text")
+    __slots__ = ("fingerprints", "etags", "ranges", "zone_text")
 
     def __init__(self) -> None:
         self.fingerprints: Dict[str, Tuple[int, int, int]] = {}
         self.etags: Dict[str, str] = {}
+        #: Radicale's own enclosing time range of each object (POSIX
+        #: seconds, from its item cache): objects that cannot reach a
+        #: window are never parsed for it.
+        self.ranges: Dict[str, Tuple[int, int]] = {}
         self.zone_text: Optional[str] = None
+
+    def remember(self, href: str, item) -> None:
+        self.etags[href] = item.etag
+        self.ranges[href] = item.time_range
+
+    def forget(self, href: str) -> None:
+        self.etags.pop(href, None)
+        self.ranges.pop(href, None)
 
 
 class LocalEngine:
@@ -81,7 +96,7 @@ class LocalEngine:
         zone_text = collection.get_meta(TIMEZONE_KEY) or ""
         zone = timezones.zone_from_calendar_timezone(zone_text)
         with self._lock:
-            objects = self._objects_of(collection, zone_text, zone)
+            objects = self._objects_of(collection, zone_text, zone, window)
             periods: List[Period] = []
             for busy_object in objects:
                 periods.extend(busy_object.periods(window, excluding))
@@ -90,18 +105,24 @@ class LocalEngine:
             periods.extend(availability_periods(components, window))
         return periods
 
-    def _objects_of(self, collection, zone_text: str,
-                    zone: datetime.tzinfo) -> List[BusyObject]:
+    def _objects_of(self, collection, zone_text: str, zone: datetime.tzinfo,
+                    window: Window) -> List[BusyObject]:
+        """The objects of ``collection`` that may have busy time in
+        ``window``, built from the cache where their etag is unchanged."""
         listing = self._listings.setdefault(collection.path, _Listing())
         if listing.zone_text != zone_text:
             listing.etags.clear()
+            listing.ranges.clear()
             listing.fingerprints.clear()
             listing.zone_text = zone_text
         fingerprints = _file_fingerprints(collection)
         if fingerprints is None:
             # Not Radicale's file storage: etags from the storage API.
             items = {item.href: item for item in collection.get_all()}
-            listing.etags = {href: item.etag for href, item in items.items()}
+            listing.etags.clear()
+            listing.ranges.clear()
+            for href, item in items.items():
+                listing.remember(href, item)
         else:
             changed = [href for href, fp in fingerprints.items()
                        if listing.fingerprints.get(href) != fp
@@ -112,15 +133,22 @@ class LocalEngine:
                          collection.get_multi(changed) if item is not None}
                 for href in changed:
                     if href in items:
-                        listing.etags[href] = items[href].etag
+                        listing.remember(href, items[href])
                     else:
-                        listing.etags.pop(href, None)
+                        listing.forget(href)
             for href in list(listing.etags):
                 if href not in fingerprints:
-                    del listing.etags[href]
+                    listing.forget(href)
             listing.fingerprints = fingerprints
+        # Radicale computes ranges with floating times as UTC; a calendar
+        # time zone moves them by at most 14 hours.
+        low = (window.start - _FLOATING_SLACK).timestamp()
+        high = (window.end + _FLOATING_SLACK).timestamp()
         objects = []
         for href, etag in listing.etags.items():
+            start, end = listing.ranges[href]
+            if end < low or start > high:
+                continue
             key = (etag, zone_text)
             busy_object = self._objects.get(key)
             if busy_object is None:

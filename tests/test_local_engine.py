@@ -229,3 +229,19 @@ def test_malformed_icalendar_put_is_refused_and_changes_nothing(gateway, bad):
                                               "20260201T000000Z"), "alice")
     assert response.status_code == 200
     assert periods_of(response.content) == {}
+
+
+def test_object_moved_into_the_window_shows(gateway):
+    """Objects far from a window are skipped by their stored time range;
+    a changed object is judged by its new range."""
+    path = gateway.mkcalendar("alice", "cal")
+    far = calendar_text(vevent("m", "DTSTART:20270105T100000Z\n"
+                               "DTEND:20270105T110000Z\n"))
+    gateway.put(path + "m.ics", far, "alice")
+    window = REPORT % ("20260105T000000Z", "20260106T000000Z")
+    response = gateway.report(path, window, "alice")
+    assert periods_of(response.content) == {}
+    gateway.put(path + "m.ics", far.replace("2027", "2026"), "alice")
+    response = gateway.report(path, window, "alice")
+    assert_same_periods(periods_of(response.content), {"BUSY": [
+        ("20260105T100000Z", "20260105T110000Z")]})
