@@ -6,13 +6,15 @@ bare address percent-encoded as one path segment (or query value), so it
 cannot change the path or the host.  ``window_params`` says how the window
 is passed: ``calconnect`` (start/end, RFC 3339), ``kolab``
 (dtstart/dtend, iCalendar UTC form), ``zimbra`` (s/e, milliseconds) or
-``none`` (the server picks its own range).
+``none`` (the server picks its own range, as SOGo does).  Zimbra refuses
+windows over 200 days, so longer ones are split.
 
 The answer's DTSTART/DTEND say what it covers (servers may ignore the
 parameters); a window it does not cover is reported as no data, never as
 free.
 """
 
+import datetime
 import urllib.parse
 
 from gateway.config import Option
@@ -22,6 +24,8 @@ from gateway.timezones import format_utc
 from gateway.vfreebusy import PeerDataError, parse_periods
 
 STYLES = ("calconnect", "kolab", "zimbra", "none")
+#: Longest window a dialect's servers accept in one request.
+MAX_WINDOW = {"zimbra": datetime.timedelta(days=200)}
 
 
 def _style(value: str) -> str:
@@ -59,6 +63,7 @@ class Provider(BaseProvider):
         if "{address}" in urllib.parse.urlsplit(url).netloc:
             raise ValueError("{address} may not be part of the host")
         super().__init__(name, options, extra, http)
+        self.max_window = MAX_WINDOW.get(extra["window_params"])
 
     def address_url(self, address: str) -> str:
         return self.options["url"].replace(
