@@ -15,6 +15,7 @@ import datetime
 import logging
 import os
 import threading
+import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from radicale import pathutils, storage as radicale_storage
@@ -41,15 +42,22 @@ def is_transparent(collection) -> bool:
 
 
 _FLOATING_SLACK = datetime.timedelta(days=1)
+#: Longest time an item edited in place by another program (not through
+#: Radicale) may go unnoticed.
+FULL_SCAN_SECONDS = 5.0
 
 
 class _Listing:
     """What the engine last saw of one collection."""
 
-    __slots__ = ("fingerprints", "etags", "ranges", "zone_text")
+    __slots__ = ("fingerprints", "etags", "ranges", "zone_text",
+                 "folder_mark", "scanned_at")
 
     def __init__(self) -> None:
         self.fingerprints: Dict[str, Tuple[int, int, int]] = {}
+        #: The collection folder's (inode, mtime) at the last file scan.
+        self.folder_mark: Optional[Tuple[int, int]] = None
+        self.scanned_at = 0.0
         self.etags: Dict[str, str] = {}
         #: Radicale's own enclosing time range of each object (POSIX
         #: seconds, from its item cache): objects that cannot reach a
@@ -114,10 +122,15 @@ class LocalEngine:
             listing.etags.clear()
             listing.ranges.clear()
             listing.fingerprints.clear()
+            listing.folder_mark = None
             listing.zone_text = zone_text
-        fingerprints = _file_fingerprints(collection)
+        if self._unchanged_folder(collection, listing):
+            fingerprints = listing.fingerprints
+        else:
+            fingerprints = _file_fingerprints(collection)
         if fingerprints is None:
             # Not Radicale's file storage: etags from the storage API.
+            listing.folder_mark = None
             items = {item.href: item for item in collection.get_all()}
             listing.etags.clear()
             listing.ranges.clear()
@@ -168,6 +181,31 @@ class LocalEngine:
                 self._objects.move_to_end(key)
             objects.append(busy_object)
         return objects
+
+    @staticmethod
+    def _unchanged_folder(collection, listing: _Listing) -> bool:
+        """True when no item can have changed since the last file scan.
+
+        Radicale adds, replaces and deletes items by atomic rename or
+        unlink in the collection folder, which always moves the folder's
+        mtime, so an unchanged folder spares a stat of every item file.
+        Edits made in place by other programs do not move it; a full scan
+        at least every FULL_SCAN_SECONDS catches those too.
+        """
+        path = getattr(collection, "_filesystem_path", None)
+        if not path:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        mark = (st.st_ino, st.st_mtime_ns)
+        now = time.monotonic()
+        if mark == listing.folder_mark and \
+                now - listing.scanned_at < FULL_SCAN_SECONDS:
+            return True
+        listing.folder_mark, listing.scanned_at = mark, now
+        return False
 
     def _build(self, item, zone) -> Optional[BusyObject]:
         try:

@@ -2,7 +2,7 @@
 
 Through the real gateway's outbox: each dialect's parameters, errors,
 throttling, hangs, garbage, size bounds, partial coverage, redirects,
-hostile addresses and caching (tests/ifb_peer.py is the emulator).
+hostile addresses and caching (tests/emulators/ifb_peer.py is the emulator).
 """
 
 import subprocess
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from fbcheck import assert_same_periods, periods_of
-from ifb_peer import IfbPeer, utc
+from emulators.ifb_peer import IfbPeer, utc
 from test_outbox_conformance import schedule_response
 
 BUSY = {

@@ -217,3 +217,21 @@ def test_occurrence_limit_reports_busy_not_free(gateway_factory):
     busy = periods_of(response.content)["BUSY"]
     # Never a gap after the last occurrence computed: the answer ends busy.
     assert busy[-1][1] == "20260103T000000Z"
+
+
+def test_item_edited_in_place_outside_radicale_is_noticed(gateway, calendar):
+    """An admin's script rewriting an item file in place (no rename, so
+    the folder's mtime stays) is seen by the next full scan."""
+    import time
+    folder = gateway.directory / "collections" / "collection-root" / \
+        "alice" / "cal"
+    assert gateway.report(calendar, JAN, "alice").status_code == 200
+    item = folder / "a.ics"
+    data = item.read_bytes()
+    with open(item, "r+b") as f:                   # same inode, in place
+        f.write(data.replace(b"20260106T10", b"20260107T10").replace(
+            b"20260106T11", b"20260107T11"))
+    time.sleep(5.5)     # FULL_SCAN_SECONDS in gateway/local.py, plus slack
+    response = gateway.report(calendar, JAN, "alice")
+    assert_same_periods(periods_of(response.content), {
+        "BUSY": [("20260107T100000Z", "20260107T110000Z")]})

@@ -1,0 +1,1 @@
+"""Emulators of foreign systems, each a real HTTP server on loopback."""

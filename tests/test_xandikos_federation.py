@@ -1,0 +1,121 @@
+"""Federation with a real, independent RFC 6638 server: Xandikos.
+
+Xandikos (installed from PyPI by the test extras) runs as its own process
+with its defaults (one principal /user/, its calendar, inbox and outbox).
+Its outbox answers free/busy for its principal's own calendar user
+addresses only, and 3.8 (no authority) for anybody else; the gateway's
+``caldav`` provider finds the outbox and the address by PROPFIND, as it
+would at any CalDAV server.
+"""
+
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import free_port, stop, wait_for_port
+from fbcheck import assert_same_periods, periods_of
+from test_outbox_conformance import schedule_response
+
+ERIN = "erin@xandikos.example.org"
+
+
+def event(uid, start, end, extra=""):
+    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+            "BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20260101T000000Z\r\n"
+            "DTSTART:%s\r\nDTEND:%s\r\n%sSUMMARY:private %s\r\n"
+            "END:VEVENT\r\nEND:VCALENDAR\r\n" % (uid, start, end, extra, uid))
+
+
+@pytest.fixture
+def xandikos(tmp_path):
+    port = free_port()
+    log = tmp_path / "xandikos.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "xandikos", "--defaults",
+             "-d", str(tmp_path / "xandikos"), "--listen-address",
+             "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={"EMAIL": ERIN, "PATH": "/usr/bin:/bin"})
+    try:
+        wait_for_port(port, process, log)
+        url = "http://127.0.0.1:%d" % port
+        calendar = url + "/user/calendars/calendar/"
+        for number, (start, end, extra) in enumerate([
+                ("20260105T090000Z", "20260105T100000Z", ""),
+                ("20260106T140000Z", "20260106T150000Z",
+                 "STATUS:TENTATIVE\r\n"),
+                ("20260107T090000Z", "20260107T100000Z",
+                 "TRANSP:TRANSPARENT\r\n")]):
+            response = requests.put(
+                calendar + "e%d.ics" % number,
+                event("x%d" % number, start, end, extra),
+                headers={"Content-Type": "text/calendar"}, timeout=30)
+            assert response.status_code in (201, 204), response.text
+        yield url
+    finally:
+        stop(process)
+
+
+def gateway_for(gateway_factory, url):
+    return gateway_factory(extra=(
+        "[provider:xandikos]\ntype = caldav\ndomains = xandikos.example.org\n"
+        "url = %s/\ntimeout = 5\ncache_ttl = 0\n" % url))
+
+
+def ask(gateway, attendees):
+    body = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+            "METHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:xk\r\n"
+            "DTSTAMP:20260101T000000Z\r\nDTSTART:20260105T000000Z\r\n"
+            "DTEND:20260108T000000Z\r\nORGANIZER:mailto:alice@example.com\r\n"
+            + "".join("ATTENDEE:mailto:%s\r\n" % a for a in attendees) +
+            "END:VFREEBUSY\r\nEND:VCALENDAR\r\n")
+    return schedule_response(gateway.post("/alice/.schedule-outbox/", body,
+                                          "alice"))
+
+
+def test_free_busy_from_xandikos(gateway_factory, xandikos):
+    gateway = gateway_for(gateway_factory, xandikos)
+    answers = ask(gateway, [ERIN, "frank@xandikos.example.org",
+                            "alice@example.com"])
+    assert [(a[0], a[1]) for a in answers] == [
+        ("mailto:" + ERIN, "2.0"),
+        # Xandikos speaks only for its own principal: no authority.
+        ("mailto:frank@xandikos.example.org", "3.8"),
+        ("mailto:alice@example.com", "2.0")]
+    periods = periods_of(answers[0][2])
+    # Xandikos writes TENTATIVE as BUSY-TENTATIVE and skips TRANSPARENT.
+    assert_same_periods(periods, {
+        "BUSY": [("20260105T090000Z", "20260105T100000Z")],
+        "BUSY-TENTATIVE": [("20260106T140000Z", "20260106T150000Z")]})
+    assert "private" not in answers[0][2]
+
+
+def test_address_added_by_proppatch_at_xandikos(gateway_factory, xandikos):
+    """calendar-user-address-set set by PROPPATCH at Xandikos: the new
+    address is answered, and the gateway still finds an ORGANIZER."""
+    response = requests.request(
+        "PROPPATCH", xandikos + "/user/",
+        data='<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" '
+             'xmlns:C="urn:ietf:params:xml:ns:caldav"><D:set><D:prop>'
+             '<C:calendar-user-address-set>'
+             '<D:href>mailto:erin.b@xandikos.example.org</D:href>'
+             '<D:href>mailto:%s</D:href>'
+             '</C:calendar-user-address-set></D:prop></D:set>'
+             '</D:propertyupdate>' % ERIN,
+        headers={"Content-Type": "application/xml"}, timeout=30)
+    assert response.status_code == 207, response.text
+    assert "200" in response.text
+    gateway = gateway_for(gateway_factory, xandikos)
+    answers = ask(gateway, ["erin.b@xandikos.example.org", ERIN])
+    assert [a[1] for a in answers] == ["2.0", "2.0"]
+    assert periods_of(answers[0][2]) == periods_of(answers[1][2])
+
+
+def test_xandikos_gone_is_unavailable(gateway_factory, xandikos, tmp_path):
+    gateway = gateway_for(gateway_factory,
+                          "http://127.0.0.1:%d" % free_port())
+    answers = ask(gateway, [ERIN])
+    assert answers[0][1] == "5.1"
