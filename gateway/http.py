@@ -6,7 +6,9 @@
   the gateway to a host the admin did not name.
 - Every call gets ``min(provider timeout, time left before the deadline)``.
 - 429 and 503 with Retry-After (seconds, fractional too, or an HTTP date)
-  are retried after that delay when the deadline allows, else RateLimited.
+  are retried after that delay when the deadline allows, else RateLimited;
+  a Retry-After that outlasted one lookup is remembered, so later lookups
+  do not call the throttled system again before it said they may.
 - Bodies are read up to a bound; a larger answer is an error, not memory.
 - The hop count travels in ``X-Freebusy-Gateway-Hops`` so two gateways that
   federate to each other cannot loop.
@@ -85,6 +87,9 @@ class HttpClient:
         self._auth = (username, password) if username else None
         self._token = token
         self._local = threading.local()
+        #: time.monotonic() before which the foreign side asked us (by a
+        #: Retry-After we could not wait for) not to call again.
+        self._quiet_until = 0.0
 
     @property
     def _session(self) -> requests.Session:
@@ -113,6 +118,7 @@ class HttpClient:
                 auth: bool = True) -> Response:
         """Send one request under the context's deadline; see module doc."""
         url = self.url(url)
+        self._respect_quiet_time(url, context)
         all_headers = dict(headers or {})
         all_headers[HOPS_HEADER] = str(context.hops + 1)
         if auth and self._token:
@@ -125,6 +131,9 @@ class HttpClient:
             delay = parse_retry_after(response.headers.get("Retry-After"))
             left = context.deadline - time.monotonic()
             if delay is None or attempt == MAX_ATTEMPTS or delay >= left:
+                if delay:
+                    self._quiet_until = max(self._quiet_until,
+                                            time.monotonic() + delay)
                 raise RateLimited(delay, "%s answered %d%s" % (
                     urllib.parse.urlsplit(url).netloc, response.status,
                     "" if delay is None else
@@ -134,6 +143,17 @@ class HttpClient:
                         response.status, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _respect_quiet_time(self, url: str, context: LookupContext) -> None:
+        """Wait out an earlier Retry-After, or fail at once if it outlasts
+        the deadline: a throttled system is not asked again early."""
+        wait = self._quiet_until - time.monotonic()
+        if wait <= 0:
+            return
+        if wait >= context.deadline - time.monotonic():
+            raise RateLimited(wait, "%s asked for a pause; %.3g s left" % (
+                urllib.parse.urlsplit(url).netloc, wait))
+        time.sleep(wait)
 
     def _send(self, method, url, context, headers, data, params, auth
               ) -> Response:

@@ -150,6 +150,21 @@ def test_throttling(gateway_factory, peers, retry_after):
     assert answers[1][1] == "2.0"
 
 
+def test_retry_after_is_remembered_across_requests(gateway_factory, peers):
+    """After a Retry-After longer than the deadline, later POSTs do not
+    call the throttled system again until the pause is over."""
+    peer = peers("kolab")
+    peer.script["carol@fb.example.net"] = [("429", "3600")]
+    gateway = gateway_factory(extra=provider(peer))
+    assert ask(gateway, ["carol@fb.example.net"])[0][1] == "5.3"
+    answers = ask(gateway, ["carol@fb.example.net", "dave@fb.example.net"])
+    assert [a[1] for a in answers] == ["5.3", "5.3"]
+    assert len(peer.requests) == 1
+    assert "pause" in gateway.post(
+        "/alice/.schedule-outbox/", request(["dave@fb.example.net"]),
+        "alice").text
+
+
 def test_hanging_peer_times_out_and_others_still_answer(gateway_factory,
                                                         peers):
     peer = peers("calconnect")
