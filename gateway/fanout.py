@@ -161,8 +161,13 @@ class FanOut:
             provider = providers[name]
             bares = sorted({bare for _, bare in pairs})
             size = provider.max_addresses or len(bares)
-            windows = window.split(provider.max_window) \
-                if provider.max_window else [window]
+            longest = provider.max_window
+            if longest and provider.slot:
+                # Widening to whole slots may add up to one at each end.
+                longest = max(provider.slot, longest - 2 * provider.slot)
+            windows = window.split(longest) if longest else [window]
+            if provider.slot:
+                windows = [part.aligned(provider.slot) for part in windows]
             for i in range(0, len(bares), size):
                 chunk = bares[i:i + size]
                 for part in windows:

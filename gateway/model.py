@@ -59,6 +59,14 @@ class Window(NamedTuple):
                  end: datetime.datetime) -> bool:
         return start < self.end and end > self.start
 
+    def aligned(self, slot: datetime.timedelta) -> "Window":
+        """Widened to whole ``slot``s counted from the Unix epoch, for
+        systems that answer in fixed slots (EWS, Graph intervals)."""
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+        start = epoch + (self.start - epoch) // slot * slot
+        end = epoch - (epoch - self.end) // slot * slot
+        return Window(start, end)
+
     def split(self, max_length: datetime.timedelta) -> List["Window"]:
         """Cut into consecutive windows no longer than ``max_length``."""
         parts, start = [], self.start

@@ -42,6 +42,10 @@ class Provider:
     max_addresses: int = 0
     #: Longest window one call may ask for; None means no limit.
     max_window: Optional[datetime.timedelta] = None
+    #: The foreign system answers in slots of this length (free/busy
+    #: merged into 15 or 30 minute intervals); windows sent to it are
+    #: widened to whole slots and the answers clipped back.  None = exact.
+    slot: Optional[datetime.timedelta] = None
     #: Plugin-specific ini keys, validated at start-up.
     OPTIONS: Mapping[str, Option] = {}
     #: ``url`` must be set for this type.

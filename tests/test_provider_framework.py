@@ -175,6 +175,30 @@ def test_split_by_limits_and_stitched(gateway_factory, api):
                        ("2026-01-15T00:00:00Z", "2026-01-20T00:00:00Z")]
 
 
+def test_slotted_systems_get_whole_slots(gateway_factory, api):
+    """A system that answers in 30-minute slots is asked for whole slots
+    (within its 7-day limit), and the answer is clipped back."""
+    gateway = gateway_factory(
+        extra=section(api, extra="slot_minutes = 30\n"),
+        env={"PYTHONPATH": str(THIRDPARTY)})
+    answers = schedule_response(gateway.post(
+        "/alice/.schedule-outbox/",
+        request(["ann@api.example"], start="20260107T221000Z",
+                end="20260115T094500Z"), "alice"))
+    assert answers[0][1] == "2.0"
+    assert_same_periods(periods_of(answers[0][2]), {
+        "BUSY": [("20260107T221000Z", "20260108T020000Z")],
+        "BUSY-TENTATIVE": [("20260115T090000Z", "20260115T094500Z")]})
+    for _, _, start, end in api.calls:
+        assert start[14:] in ("00:00Z", "30:00Z"), start
+        assert end[14:] in ("00:00Z", "30:00Z"), end
+        length = (datetime.datetime.strptime(end, "%Y-%m-%dT%H:%M:%SZ") -
+                  datetime.datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ"))
+        assert length <= datetime.timedelta(days=7)
+    assert min(c[2] for c in api.calls) == "2026-01-07T22:00:00Z"
+    assert max(c[3] for c in api.calls) == "2026-01-15T10:00:00Z"
+
+
 def test_calls_run_in_parallel(gateway_factory, api):
     """Nine calls that take 0.5 s each are in flight together at the
     emulator, not one after another (bench/fanout_parallel.py measures the

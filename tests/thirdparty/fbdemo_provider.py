@@ -32,7 +32,14 @@ def _parse(value: str) -> datetime.datetime:
 class Provider(BaseProvider):
     max_addresses = 2
     max_window = datetime.timedelta(days=7)
-    OPTIONS = {"api_key": Option(str, None, "Key sent as X-Api-Key.")}
+    OPTIONS = {"api_key": Option(str, None, "Key sent as X-Api-Key."),
+               "slot_minutes": Option(int, "0", "Answers come in slots of "
+                                      "this many minutes (0: exact).")}
+
+    def __init__(self, name, options, extra, http):
+        super().__init__(name, options, extra, http)
+        if extra["slot_minutes"]:
+            self.slot = datetime.timedelta(minutes=extra["slot_minutes"])
 
     def lookup(self, addresses, window, context):
         response = self.http.request(
