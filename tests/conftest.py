@@ -213,6 +213,33 @@ def gateway(gateway_factory) -> Gateway:
     return gateway_factory()
 
 
+@pytest.fixture
+def xandikos_factory(tmp_path):
+    """Start real Xandikos servers (its defaults: principal /user/ with a
+    calendar, inbox and outbox; no auth).  ``email`` becomes the
+    principal's calendar user address."""
+    started = []
+
+    def start(email: str = "user@xandikos.example.org") -> str:
+        port = free_port()
+        directory = tmp_path / ("xandikos%d" % len(started))
+        log = tmp_path / ("xandikos%d.log" % len(started))
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "xandikos", "--defaults",
+                 "-d", str(directory), "--listen-address", "127.0.0.1",
+                 "--port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT,
+                env=dict(os.environ, EMAIL=email))
+        started.append(process)
+        wait_for_port(port, process, log)
+        return "http://127.0.0.1:%d" % port
+
+    yield start
+    for process in started:
+        stop(process)
+
+
 def conformance_case(name: str) -> pathlib.Path:
     return DATA / "conformance" / name
 

@@ -8,13 +8,10 @@ addresses only, and 3.8 (no authority) for anybody else; the gateway's
 would at any CalDAV server.
 """
 
-import subprocess
-import sys
-
 import pytest
 import requests
 
-from conftest import free_port, stop, wait_for_port
+from conftest import free_port
 from fbcheck import assert_same_periods, periods_of
 from test_outbox_conformance import schedule_response
 
@@ -29,34 +26,21 @@ def event(uid, start, end, extra=""):
 
 
 @pytest.fixture
-def xandikos(tmp_path):
-    port = free_port()
-    log = tmp_path / "xandikos.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "xandikos", "--defaults",
-             "-d", str(tmp_path / "xandikos"), "--listen-address",
-             "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={"EMAIL": ERIN, "PATH": "/usr/bin:/bin"})
-    try:
-        wait_for_port(port, process, log)
-        url = "http://127.0.0.1:%d" % port
-        calendar = url + "/user/calendars/calendar/"
-        for number, (start, end, extra) in enumerate([
-                ("20260105T090000Z", "20260105T100000Z", ""),
-                ("20260106T140000Z", "20260106T150000Z",
-                 "STATUS:TENTATIVE\r\n"),
-                ("20260107T090000Z", "20260107T100000Z",
-                 "TRANSP:TRANSPARENT\r\n")]):
-            response = requests.put(
-                calendar + "e%d.ics" % number,
-                event("x%d" % number, start, end, extra),
-                headers={"Content-Type": "text/calendar"}, timeout=30)
-            assert response.status_code in (201, 204), response.text
-        yield url
-    finally:
-        stop(process)
+def xandikos(xandikos_factory):
+    """Xandikos with erin's calendar: busy, tentative, transparent."""
+    url = xandikos_factory(email=ERIN)
+    calendar = url + "/user/calendars/calendar/"
+    for number, (start, end, extra) in enumerate([
+            ("20260105T090000Z", "20260105T100000Z", ""),
+            ("20260106T140000Z", "20260106T150000Z", "STATUS:TENTATIVE\r\n"),
+            ("20260107T090000Z", "20260107T100000Z",
+             "TRANSP:TRANSPARENT\r\n")]):
+        response = requests.put(
+            calendar + "e%d.ics" % number,
+            event("x%d" % number, start, end, extra),
+            headers={"Content-Type": "text/calendar"}, timeout=30)
+        assert response.status_code in (201, 204), response.text
+    return url
 
 
 def gateway_for(gateway_factory, url):
@@ -114,7 +98,7 @@ def test_address_added_by_proppatch_at_xandikos(gateway_factory, xandikos):
     assert periods_of(answers[0][2]) == periods_of(answers[1][2])
 
 
-def test_xandikos_gone_is_unavailable(gateway_factory, xandikos, tmp_path):
+def test_xandikos_gone_is_unavailable(gateway_factory):
     gateway = gateway_for(gateway_factory,
                           "http://127.0.0.1:%d" % free_port())
     answers = ask(gateway, [ERIN])
