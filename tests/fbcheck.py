@@ -14,8 +14,11 @@ from collections import Counter
 from typing import Dict, List, Tuple
 
 import icalendar
+from lxml import etree
 
 Periods = Dict[str, List[Tuple[str, str]]]
+C = "{urn:ietf:params:xml:ns:caldav}"
+D = "{DAV:}"
 ALLOWED = {"BUSY", "BUSY-TENTATIVE", "BUSY-UNAVAILABLE"}
 _EXPECTED_LINE = re.compile(
     r"^(BUSY(?:-TENTATIVE|-UNAVAILABLE)?)\s+(\d{8}T\d{6}Z)/(\d{8}T\d{6}Z)\s*$")
@@ -86,3 +89,19 @@ def assert_utc_never_free(data) -> None:
             assert start.endswith("Z"), period
             assert end.endswith("Z") or end.startswith("P"), period
     assert "FBTYPE=FREE" not in text.replace("\r\n ", "")
+
+
+def schedule_response(response):
+    """[(recipient, status code, calendar-data or None)] in answer order."""
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/xml")
+    root = etree.fromstring(response.content)
+    assert root.tag == C + "schedule-response"
+    answers = []
+    for item in root.findall(C + "response"):
+        recipient = item.find(C + "recipient/" + D + "href").text
+        status = item.find(C + "request-status").text
+        data = item.find(C + "calendar-data")
+        answers.append((recipient, status.split(";")[0],
+                        None if data is None else data.text))
+    return answers

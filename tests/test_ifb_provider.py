@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from conftest import ROOT
-from fbcheck import assert_same_periods, periods_of
 from emulators.ifb_peer import IfbPeer, utc
-from test_outbox_conformance import schedule_response
+from fbcheck import assert_same_periods, periods_of, schedule_response
+from icaldata import freebusy_request
 
 BUSY = {
     "carol@fb.example.net": [
@@ -31,12 +31,7 @@ WINDOW = ("20260105T000000Z", "20260109T000000Z")
 
 
 def request(attendees, window=WINDOW):
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "METHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:ifb-1\r\n"
-            "DTSTAMP:20260101T000000Z\r\nDTSTART:%s\r\nDTEND:%s\r\n"
-            "ORGANIZER:mailto:alice@example.com\r\n%sEND:VFREEBUSY\r\n"
-            "END:VCALENDAR\r\n" % (window[0], window[1], "".join(
-                "ATTENDEE:mailto:%s\r\n" % a for a in attendees)))
+    return freebusy_request(attendees, *window)
 
 
 @pytest.fixture

@@ -11,26 +11,9 @@ import pytest
 from lxml import etree
 
 from conftest import conformance_case
-from fbcheck import assert_same_periods, periods_of, vfreebusy_of
-
-C = "{urn:ietf:params:xml:ns:caldav}"
-D = "{DAV:}"
-
-
-def schedule_response(response):
-    """[(recipient, status code, calendar-data or None)] in answer order."""
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("application/xml")
-    root = etree.fromstring(response.content)
-    assert root.tag == C + "schedule-response"
-    answers = []
-    for item in root.findall(C + "response"):
-        recipient = item.find(C + "recipient/" + D + "href").text
-        status = item.find(C + "request-status").text
-        data = item.find(C + "calendar-data")
-        answers.append((recipient, status.split(";")[0],
-                        None if data is None else data.text))
-    return answers
+from fbcheck import (C, D, assert_same_periods, periods_of,
+                     schedule_response, vfreebusy_of)
+from icaldata import freebusy_request
 
 
 def load(gateway, case, user, calendar, prefix, properties=""):
@@ -249,12 +232,7 @@ def test_15_errors(gateway_factory, request_file, status, precondition):
 def request_text(organizer="mailto:user01@example.com",
                  attendees=("mailto:user02@example.com",),
                  start="20060101T000000Z", end="20060102T000000Z"):
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "METHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:u1\r\n"
-            "DTSTAMP:20060101T000000Z\r\nDTSTART:%s\r\nDTEND:%s\r\n"
-            "ORGANIZER:%s\r\n%sEND:VFREEBUSY\r\nEND:VCALENDAR\r\n" % (
-                start, end, organizer,
-                "".join("ATTENDEE:%s\r\n" % a for a in attendees)))
+    return freebusy_request(attendees, start, end, organizer)
 
 
 def test_15_wrong_content_type(gateway_factory):

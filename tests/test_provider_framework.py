@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fbcheck import assert_same_periods, periods_of
-from test_outbox_conformance import schedule_response
+from fbcheck import assert_same_periods, periods_of, schedule_response
+from icaldata import freebusy_request
 
 THIRDPARTY = pathlib.Path(__file__).resolve().parent / "thirdparty"
 UTC = datetime.timezone.utc
@@ -136,12 +136,7 @@ def section(api, type_name="fbdemo_provider", key="k-123", extra=""):
 
 
 def request(attendees, start="20260101T000000Z", end="20260120T000000Z"):
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "METHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:fw\r\n"
-            "DTSTAMP:20260101T000000Z\r\nDTSTART:%s\r\nDTEND:%s\r\n"
-            "ORGANIZER:mailto:alice@example.com\r\n%sEND:VFREEBUSY\r\n"
-            "END:VCALENDAR\r\n" % (start, end, "".join(
-                "ATTENDEE:mailto:%s\r\n" % a for a in attendees)))
+    return freebusy_request(attendees, start, end)
 
 
 def start_gateway(gateway_factory, api, **kwargs):

@@ -8,18 +8,12 @@ because the per-object cache is keyed by etag and file fingerprints.
 import pytest
 
 from fbcheck import assert_same_periods, periods_of
+from icaldata import event
 
 REPORT = ('<?xml version="1.0" encoding="utf-8"?>'
           '<C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav">'
           '<C:time-range start="%s" end="%s"/></C:free-busy-query>')
 JAN = REPORT % ("20260105T000000Z", "20260110T000000Z")
-
-
-def event(uid, start, end, extra=""):
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20260101T000000Z\r\n"
-            "DTSTART:%s\r\nDTEND:%s\r\n%sSUMMARY:secret %s\r\n"
-            "END:VEVENT\r\nEND:VCALENDAR\r\n" % (uid, start, end, extra, uid))
 
 
 @pytest.fixture

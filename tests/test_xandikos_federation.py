@@ -12,17 +12,10 @@ import pytest
 import requests
 
 from conftest import free_port
-from fbcheck import assert_same_periods, periods_of
-from test_outbox_conformance import schedule_response
+from fbcheck import assert_same_periods, periods_of, schedule_response
+from icaldata import PRIVATE_WORDS, event, freebusy_request
 
 ERIN = "erin@xandikos.example.org"
-
-
-def event(uid, start, end, extra=""):
-    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20260101T000000Z\r\n"
-            "DTSTART:%s\r\nDTEND:%s\r\n%sSUMMARY:private %s\r\n"
-            "END:VEVENT\r\nEND:VCALENDAR\r\n" % (uid, start, end, extra, uid))
 
 
 @pytest.fixture
@@ -50,14 +43,10 @@ def gateway_for(gateway_factory, url):
 
 
 def ask(gateway, attendees):
-    body = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
-            "METHOD:REQUEST\r\nBEGIN:VFREEBUSY\r\nUID:xk\r\n"
-            "DTSTAMP:20260101T000000Z\r\nDTSTART:20260105T000000Z\r\n"
-            "DTEND:20260108T000000Z\r\nORGANIZER:mailto:alice@example.com\r\n"
-            + "".join("ATTENDEE:mailto:%s\r\n" % a for a in attendees) +
-            "END:VFREEBUSY\r\nEND:VCALENDAR\r\n")
-    return schedule_response(gateway.post("/alice/.schedule-outbox/", body,
-                                          "alice"))
+    return schedule_response(gateway.post(
+        "/alice/.schedule-outbox/",
+        freebusy_request(attendees, "20260105T000000Z", "20260108T000000Z"),
+        "alice"))
 
 
 def test_free_busy_from_xandikos(gateway_factory, xandikos):
@@ -74,7 +63,8 @@ def test_free_busy_from_xandikos(gateway_factory, xandikos):
     assert_same_periods(periods, {
         "BUSY": [("20260105T090000Z", "20260105T100000Z")],
         "BUSY-TENTATIVE": [("20260106T140000Z", "20260106T150000Z")]})
-    assert "private" not in answers[0][2]
+    for word in PRIVATE_WORDS:
+        assert word not in answers[0][2]
 
 
 def test_address_added_by_proppatch_at_xandikos(gateway_factory, xandikos):
