@@ -306,18 +306,11 @@ def measure(gateway: Server, radicale: Server, case: str, paths_gw: List[str],
             paths_rad: List[str], window: str, repeat: int) -> Dict:
     start, days = WINDOWS[window]
 
-    def gateway_once():
+    def once(server: Server, paths: List[str]) -> Tuple[float, List[bytes]]:
+        """One answer: the summed time of the REPORTs on ``paths``."""
         elapsed, body = 0.0, []
-        for path in paths_gw:
-            seconds, data = gateway.report(path, start, days)
-            elapsed += seconds
-            body.append(data)
-        return elapsed, body
-
-    def radicale_once():
-        elapsed, body = 0.0, []
-        for path in paths_rad:
-            seconds, data = radicale.report(path, start, days)
+        for path in paths:
+            seconds, data = server.report(path, start, days)
             elapsed += seconds
             body.append(data)
         return elapsed, body
@@ -325,10 +318,11 @@ def measure(gateway: Server, radicale: Server, case: str, paths_gw: List[str],
     for server in (gateway, radicale):
         server.start()
     try:
-        gw_cold, gw_answer = gateway_once()
-        rad_cold, rad_answer = radicale_once()
-        gw_warm = statistics.median(gateway_once()[0] for _ in range(repeat))
-        rad_warm = statistics.median(radicale_once()[0]
+        gw_cold, gw_answer = once(gateway, paths_gw)
+        rad_cold, rad_answer = once(radicale, paths_rad)
+        gw_warm = statistics.median(once(gateway, paths_gw)[0]
+                                    for _ in range(repeat))
+        rad_warm = statistics.median(once(radicale, paths_rad)[0]
                                      for _ in range(max(1, repeat // 2)))
     finally:
         for server in (gateway, radicale):

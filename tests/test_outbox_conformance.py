@@ -69,14 +69,19 @@ def caldavtester_gateway(gateway_factory):
                                   "user03": "3"})
 
 
-def test_08_two_attendees(gateway_factory):
-    case = conformance_case("08-caldavtester-schedulepost-fb1")
+def caldavtester_post(gateway_factory, case):
+    """CalDAVTester's schedulepost.xml set-up, then its POST as user01."""
     gateway = caldavtester_gateway(gateway_factory)
     load(gateway, case, "user02", "calendar", "user02")
     load(gateway, case, "user03", "calendar", "user03")
-    answers = schedule_response(gateway.post(
+    return schedule_response(gateway.post(
         "/user01/.schedule-outbox/", (case / "request.ics").read_bytes(),
         "user01"))
+
+
+def test_08_two_attendees(gateway_factory):
+    case = conformance_case("08-caldavtester-schedulepost-fb1")
+    answers = caldavtester_post(gateway_factory, case)
     assert [(a[0], a[1]) for a in answers] == [
         ("mailto:user02@example.com", "2.0"),
         ("mailto:user03@example.com", "2.0")]
@@ -93,12 +98,7 @@ def test_08_two_attendees(gateway_factory):
 
 def test_09_one_bad_recipient_does_not_fail_the_post(gateway_factory):
     case = conformance_case("09-caldavtester-schedulepost-fb2")
-    gateway = caldavtester_gateway(gateway_factory)
-    load(gateway, case, "user02", "calendar", "user02")
-    load(gateway, case, "user03", "calendar", "user03")
-    answers = schedule_response(gateway.post(
-        "/user01/.schedule-outbox/", (case / "request.ics").read_bytes(),
-        "user01"))
+    answers = caldavtester_post(gateway_factory, case)
     assert [(a[0], a[1]) for a in answers] == [
         ("urn:uuid:1234-56789", "3.7"),
         ("mailto:user03@example.com", "2.0")]
