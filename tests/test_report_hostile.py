@@ -229,3 +229,30 @@ def test_item_edited_in_place_outside_radicale_is_noticed(gateway, calendar):
     response = gateway.report(calendar, JAN, "alice")
     assert_same_periods(periods_of(response.content), {
         "BUSY": [("20260107T100000Z", "20260107T110000Z")]})
+
+
+def test_concurrent_reports_and_writes(gateway, calendar):
+    """Readers in parallel with a writer: every answer is well formed, and
+    the last one has every event written."""
+    import concurrent.futures
+    home = gateway.mkcalendar("alice", "more")
+
+    def write(n):
+        gateway.put(home + "w%d.ics" % n, event(
+            "w%d" % n, "20260108T%02d0000Z" % (n % 20),
+            "20260108T%02d3000Z" % (n % 20)), "alice")
+        return None
+
+    def read(_):
+        response = gateway.report("/alice/", JAN, "alice", depth="1")
+        assert response.status_code == 200
+        return periods_of(response.content)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(write, n) for n in range(20)] + \
+            [pool.submit(read, n) for n in range(40)]
+        for job in jobs:
+            job.result()
+    busy = read(None)["BUSY"]
+    assert ("20260106T100000Z", "20260106T110000Z") in busy
+    assert len([p for p in busy if p[0].startswith("20260108")]) == 20
