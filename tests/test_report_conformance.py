@@ -206,6 +206,11 @@ def test_free_busy_rights_only(gateway):
     assert_same_periods(periods_of(response.content),
                         expected_periods(case / "expected.txt"))
     assert "SUMMARY" not in response.text
+    response = gateway.report("/alice/", (case / "request.xml").read_bytes(),
+                              "bob", depth="1")
+    assert response.status_code == 200, response.text
+    assert_same_periods(periods_of(response.content),
+                        expected_periods(case / "expected.txt"))
     assert gateway.request("GET", path + "input-1.ics",
                            user="bob").status_code in (403, 404)
     assert gateway.request(
