@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from radicale import config as radicale_config
 
+from gateway import radicale_compat
+
 PROVIDER_PREFIX = "provider:"
 
 
@@ -197,7 +199,6 @@ def load(path: str) -> GatewayConfig:
         radicale.update(radicale_sections, path)
     except Exception as e:
         raise ConfigError("%s: %s" % (path, e)) from None
-    from gateway import radicale_compat
     try:
         radicale_compat.check_plugins(radicale)
     except ValueError as e:
