@@ -41,6 +41,8 @@ def is_transparent(collection) -> bool:
         "transparent"
 
 
+#: (inode, mtime in ns, size) of one item file.
+Fingerprint = Tuple[int, int, int]
 _FLOATING_SLACK = datetime.timedelta(days=1)
 #: Longest time an item edited in place by another program (not through
 #: Radicale) may go unnoticed.
@@ -54,7 +56,7 @@ class _Listing:
                  "folder_mark", "scanned_at")
 
     def __init__(self) -> None:
-        self.fingerprints: Dict[str, Tuple[int, int, int]] = {}
+        self.fingerprints: Dict[str, Fingerprint] = {}
         #: The collection folder's (inode, mtime) at the last file scan.
         self.folder_mark: Optional[Tuple[int, int]] = None
         self.scanned_at = 0.0
@@ -282,9 +284,6 @@ class LocalEngine:
             return []
         return availability_periods(availability_components([busy_object]),
                                     window)
-
-
-Fingerprint = Tuple[int, int, int]
 
 
 def _file_fingerprints(collection) -> Optional[Dict[str, Fingerprint]]:

@@ -12,6 +12,8 @@
 Both are version-checked so a Radicale upgrade fails loudly, not subtly.
 """
 
+import importlib
+
 import radicale
 from radicale import item as radicale_item
 from radicale.item import filter as radicale_filter
@@ -60,7 +62,6 @@ def check_plugins(configuration) -> None:
     ``check-config`` fail with one message, without creating anything.
     Raises ValueError naming section and key.
     """
-    import importlib
     for section, class_name in _RADICALE_PLUGINS:
         type_ = configuration.get(section, "type")
         if callable(type_):
