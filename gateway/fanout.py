@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from gateway.lookup import LookupContext, ProviderError
+from gateway.lookup import PUBLIC_REASONS, LookupContext, ProviderError
 from gateway.model import LookupResult, Period, Reason, Window, normalize
 
 logger = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ class FanOut:
                 bare = bare_address(address).lower()
                 if hops >= self.max_hops:
                     results[address] = LookupResult.failed(
-                        Reason.NO_DATA, "hop limit of %d gateways reached" %
-                        self.max_hops)
+                        Reason.NO_DATA, "%s was not asked: the request has "
+                        "already passed %d gateways" % (target.name, hops))
                     continue
                 cached = self.cache.get(target.name, bare, window)
                 if cached is not None:
@@ -178,20 +178,45 @@ class FanOut:
 
     @staticmethod
     def _call(provider, chunk, part, context) -> Dict[str, LookupResult]:
+        """One provider call; what the asker reads of a failure names the
+        provider and the reason, the details (hosts, URLs, exceptions) go
+        to the log once, with the provider's name."""
+        name = provider.name
         try:
             answer = provider.lookup(chunk, part, context)
         except ProviderError as e:
-            logger.info("Provider %s failed for %d address(es): %s",
-                        provider.name, len(chunk), e.detail)
-            return {a: LookupResult.failed(e.reason, e.detail) for a in chunk}
-        except Exception as e:  # a plugin bug must stay with its addresses
-            logger.exception("Provider %s raised", provider.name)
-            return {a: LookupResult.failed(Reason.UNAVAILABLE,
-                                           "provider error: %s" %
-                                           type(e).__name__) for a in chunk}
-        return {a: answer.get(a) or LookupResult.failed(
-            Reason.NO_DATA, "provider gave no answer for this address")
-            for a in chunk}
+            logger.warning("Provider %s failed for %d address(es) over %s: "
+                           "%s", name, len(chunk), _span(part), e.detail)
+            return {a: LookupResult.failed(e.reason, "%s %s" % (
+                name, e.public)) for a in chunk}
+        except Exception:  # a plugin bug must stay with its addresses
+            logger.exception("Provider %s raised for %d address(es)", name,
+                             len(chunk))
+            return {a: LookupResult.failed(
+                Reason.UNAVAILABLE, "%s failed with an internal error" %
+                name) for a in chunk}
+        if not isinstance(answer, dict):
+            logger.error("Provider %s returned %s instead of a dict", name,
+                         type(answer).__name__)
+            answer = {}
+        results = {}
+        for address in chunk:
+            result = answer.get(address)
+            if not isinstance(result, LookupResult):
+                logger.warning("Provider %s gave no answer for %s", name,
+                               address)
+                result = LookupResult.failed(
+                    Reason.NO_DATA, "%s gave no answer for this address"
+                    % name)
+            elif not result.ok:
+                # A plugin's own text may hold anything; the asker gets
+                # the reason's phrase, the log the text.
+                logger.info("Provider %s: %s for %s: %s", name,
+                            result.failure.value, address, result.detail)
+                result = LookupResult.failed(result.failure, "%s %s" % (
+                    name, PUBLIC_REASONS[result.failure]))
+            results[address] = result
+        return results
 
     def _collect(self, providers, foreign, jobs, window: Window,
                  deadline: float) -> Dict[str, LookupResult]:
@@ -204,8 +229,11 @@ class FanOut:
             if future.done():
                 answer = future.result()
             else:
+                logger.warning("Provider %s did not answer within %.3g s "
+                               "for %d address(es) over %s", name,
+                               self.timeout, len(chunk), _span(part))
                 answer = {a: LookupResult.failed(
-                    Reason.TIMED_OUT, "no answer from %s within %.3g s" % (
+                    Reason.TIMED_OUT, "%s did not answer within %.3g s" % (
                         name, self.timeout)) for a in chunk}
             for bare in chunk:
                 pieces.setdefault((name, bare), []).append(answer[bare])
@@ -228,6 +256,10 @@ class FanOut:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _span(window: Window) -> str:
+    return "%s/%s" % (window.start.isoformat(), window.end.isoformat())
 
 
 def merged(results: Sequence[LookupResult], window: Window) -> List[Period]:

@@ -110,7 +110,9 @@ class HttpClient:
         if self.allowed_origin is None or origin(url) != self.allowed_origin:
             raise ProviderError(Reason.UNAVAILABLE,
                                 "refused to contact %s: not the configured "
-                                "host" % urllib.parse.urlsplit(url).netloc)
+                                "host" % urllib.parse.urlsplit(url).netloc,
+                                "sent us to another host, which is not "
+                                "allowed")
 
     def request(self, method: str, url: str, context: LookupContext, *,
                 headers: Optional[Dict[str, str]] = None,
@@ -152,7 +154,8 @@ class HttpClient:
             return
         if wait >= context.deadline - time.monotonic():
             raise RateLimited(wait, "%s asked for a pause; %.3g s left" % (
-                urllib.parse.urlsplit(url).netloc, wait))
+                urllib.parse.urlsplit(url).netloc, wait),
+                "asked for a pause (retry after %.0f s)" % wait)
         time.sleep(wait)
 
     def _send(self, method, url, context, headers, data, params, auth
@@ -161,7 +164,8 @@ class HttpClient:
             self.check_allowed(url)
             left = context.deadline - time.monotonic()
             if left <= 0:
-                raise ProviderError(Reason.TIMED_OUT, "deadline passed")
+                raise ProviderError(Reason.TIMED_OUT, "deadline passed "
+                                    "before calling %s" % url)
             timeout = min(self.timeout, left)
             try:
                 with self._session.request(
@@ -173,13 +177,20 @@ class HttpClient:
                     response = Response(raw.status_code, raw.headers, body,
                                         url)
             except requests.Timeout:
-                raise ProviderError(Reason.TIMED_OUT, "%s did not answer in "
-                                    "%.3g s" % (urllib.parse.urlsplit(
-                                        url).netloc, timeout)) from None
+                raise ProviderError(
+                    Reason.TIMED_OUT, "%s %s did not answer in %.3g s" % (
+                        method, url, timeout),
+                    "did not answer within %.3g s" % timeout) from None
+            except requests.exceptions.SSLError as e:
+                raise ProviderError(
+                    Reason.UNAVAILABLE, "%s %s: %s: %s" % (
+                        method, url, type(e).__name__, e),
+                    "could not be reached securely (TLS failed)") from None
             except requests.RequestException as e:
-                raise ProviderError(Reason.UNAVAILABLE, "%s: %s" % (
-                    urllib.parse.urlsplit(url).netloc,
-                    type(e).__name__)) from None
+                raise ProviderError(
+                    Reason.UNAVAILABLE, "%s %s: %s: %s" % (
+                        method, url, type(e).__name__, e),
+                    "is unreachable") from None
             if response.status in (301, 302, 303, 307, 308) and \
                     "Location" in response.headers:
                 url = urllib.parse.urljoin(url, response.headers["Location"])
@@ -188,7 +199,9 @@ class HttpClient:
                 params = None
                 continue
             return response
-        raise ProviderError(Reason.UNAVAILABLE, "too many redirects")
+        raise ProviderError(Reason.UNAVAILABLE, "more than %d redirects, "
+                            "last to %s" % (MAX_REDIRECTS, url),
+                            "redirected too often")
 
     def _read_bounded(self, raw: requests.Response,
                       context: LookupContext) -> bytes:
@@ -196,10 +209,15 @@ class HttpClient:
         for chunk in raw.iter_content(65536):
             size += len(chunk)
             if size > self.max_body:
-                raise ProviderError(Reason.NO_DATA, "answer larger than %d "
-                                    "bytes" % self.max_body)
+                raise ProviderError(Reason.NO_DATA, "answer from %s larger "
+                                    "than %d bytes" % (raw.url,
+                                                       self.max_body),
+                                    "sent an answer larger than %d bytes"
+                                    % self.max_body)
             if time.monotonic() > context.deadline:
-                raise ProviderError(Reason.TIMED_OUT, "answer still "
-                                    "arriving at the deadline")
+                raise ProviderError(Reason.TIMED_OUT, "answer from %s "
+                                    "still arriving at the deadline"
+                                    % raw.url, "did not finish its answer "
+                                    "in time")
             chunks.append(chunk)
         return b"".join(chunks)

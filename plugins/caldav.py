@@ -77,20 +77,25 @@ class Provider(BaseProvider):
             headers={"Depth": "0",
                      "Content-Type": "application/xml; charset=utf-8"})
         if response.status in (401, 403):
-            raise ProviderError(Reason.NO_AUTHORITY,
-                                "peer refused our credentials")
+            raise ProviderError(Reason.NO_AUTHORITY, "PROPFIND %s answered "
+                                "HTTP %d" % (url, response.status),
+                                "refused the credentials")
         if response.status != 207:
             raise ProviderError(Reason.UNAVAILABLE, "PROPFIND %s answered "
-                                "HTTP %d" % (url, response.status))
+                                "HTTP %d" % (url, response.status),
+                                "answered discovery with HTTP %d" %
+                                response.status)
         try:
             return xmlsafe.parse(response.body, MAX_PEER_BYTES)
         except xmlsafe.XMLError as e:
-            raise ProviderError(Reason.UNAVAILABLE, "peer sent bad XML: %s"
-                                % e) from None
+            raise ProviderError(Reason.UNAVAILABLE, "PROPFIND %s: bad XML: "
+                                "%s" % (url, e), "sent unreadable XML") \
+                from None
 
     def _principal(self, context) -> str:
         failure = ProviderError(Reason.UNAVAILABLE, "no CalDAV principal "
-                                "found")
+                                "found", "has no CalDAV principal for our "
+                                "account")
         for start in ("/.well-known/caldav", self.http.base_url):
             try:
                 root = self._propfind(start, PROPFIND_PRINCIPAL, context)
@@ -106,7 +111,8 @@ class Provider(BaseProvider):
                 continue
             if prop.find(xmlsafe.clark("D:unauthenticated")) is not None:
                 raise ProviderError(Reason.NO_AUTHORITY,
-                                    "peer did not accept our credentials")
+                                    "%s: principal is <unauthenticated/>"
+                                    % start, "refused the credentials")
             href = prop.findtext(xmlsafe.clark("D:href"))
             if href:
                 return self.http.url(href.strip())
@@ -122,8 +128,9 @@ class Provider(BaseProvider):
                     xmlsafe.clark("C:schedule-outbox-URL"),
                     xmlsafe.clark("D:href")))
                 if not outbox:
-                    raise ProviderError(Reason.NO_DATA, "peer has no "
-                                        "scheduling outbox")
+                    raise ProviderError(Reason.NO_DATA, "%s has no "
+                                        "schedule-outbox-URL" % principal,
+                                        "has no scheduling outbox")
                 organizer = self.extra["organizer"] or next((
                     (h.text or "").strip() for h in root.iterfind(
                         ".//%s/%s" % (xmlsafe.clark("C:calendar-user-address-"
@@ -132,8 +139,10 @@ class Provider(BaseProvider):
                     if (h.text or "").strip().lower().startswith("mailto:")),
                     None)
                 if not organizer:
-                    raise ProviderError(Reason.NO_DATA, "peer account has no "
-                                        "mailto: calendar user address")
+                    raise ProviderError(Reason.NO_DATA, "%s has no "
+                                        "mailto: calendar user address"
+                                        % principal, "gave our account no "
+                                        "mailto: address")
                 self._discovered = (self.http.url(outbox.strip()), organizer)
             return self._discovered
 
@@ -165,16 +174,20 @@ class Provider(BaseProvider):
             with self._discover_lock:
                 self._discovered = None  # moved; find it again next time
         if response.status in (401, 403):
-            raise ProviderError(Reason.NO_AUTHORITY, "peer refused the POST "
-                                "(HTTP %d)" % response.status)
+            raise ProviderError(Reason.NO_AUTHORITY, "POST %s answered HTTP "
+                                "%d" % (outbox, response.status),
+                                "refused the credentials")
         if response.status != 200:
-            raise ProviderError(Reason.UNAVAILABLE, "peer outbox answered "
-                                "HTTP %d" % response.status)
+            raise ProviderError(Reason.UNAVAILABLE, "POST %s answered HTTP "
+                                "%d: %s" % (outbox, response.status,
+                                            response.text[:200]),
+                                "answered the free/busy request with HTTP "
+                                "%d" % response.status)
         try:
             root = xmlsafe.parse(response.body, MAX_PEER_BYTES)
         except xmlsafe.XMLError as e:
-            raise ProviderError(Reason.NO_DATA, "peer sent bad XML: %s" % e) \
-                from None
+            raise ProviderError(Reason.NO_DATA, "POST %s: bad XML: %s" % (
+                outbox, e), "sent unreadable XML") from None
         return self._results(root, addresses, window)
 
     @staticmethod

@@ -82,8 +82,9 @@ class Provider(BaseProvider):
             return {address: LookupResult.failed(Reason.NO_AUTHORITY,
                                                  "peer refused access")}
         if response.status != 200:
-            raise ProviderError(Reason.UNAVAILABLE, "peer answered HTTP %d"
-                                % response.status)
+            raise ProviderError(Reason.UNAVAILABLE, "GET %s answered HTTP %d"
+                                % (response.url, response.status),
+                                "answered HTTP %d" % response.status)
         try:
             periods, covered = parse_periods(response.body)
         except PeerDataError as e:

@@ -155,7 +155,7 @@ def test_retry_after_is_remembered_across_requests(gateway_factory, peers):
     answers = ask(gateway, ["carol@fb.example.net", "dave@fb.example.net"])
     assert [a[1] for a in answers] == ["5.3", "5.3"]
     assert len(peer.requests) == 1
-    assert "pause" in gateway.post(
+    assert "fb asked for a pause" in gateway.post(
         "/alice/.schedule-outbox/", request(["dave@fb.example.net"]),
         "alice").text
 
