@@ -1,41 +1,79 @@
 """Busy time of one calendar object resource (one iCalendar text).
 
 A ``BusyObject`` is built once per object text (the local engine keys it by
-the object's etag) and answers any window afterwards: recurrences are
-expanded by recurring-ical-events on demand, in month-aligned chunks, and
-kept, so a repeated or overlapping query never re-parses or re-expands.
+the object's etag) and answers any window afterwards.  Recurrences are
+expanded by recurring-ical-events on demand, one calendar month ("chunk")
+at a time, and each chunk is kept, coalesced, so a repeated or overlapping
+query never re-parses or re-expands.  A chunk is the same whatever was
+asked before: the answer for a window never depends on query history.
 
 What counts (RFC 4791 7.10, RFC 5545, RFC 7953):
 - VEVENT occurrences, overrides included (RECURRENCE-ID, RANGE=THISANDFUTURE),
   except TRANSP:TRANSPARENT and STATUS:CANCELLED; STATUS:TENTATIVE is
   BUSY-TENTATIVE, everything else BUSY.  Occurrences an attendee declined
-  (PARTSTAT=DECLINED) are remembered with that attendee's address, so a
+  (PARTSTAT=DECLINED) are kept apart with that attendee's address, so a
   lookup for that person can leave them out, as CalendarServer and
   sabre/dav do for scheduling.
 - FREEBUSY periods of stored VFREEBUSY components, with their FBTYPE.
 - VAVAILABILITY components are handed to gateway.availability, because they
   combine across the whole calendar, not per object.
+
+No data is never free.  Each series (the components sharing one UID) is
+expanded under two bounds, an occurrence count and a time limit, per chunk:
+- a chunk with more occurrences than the count is BUSY as a whole;
+- a series that cannot be expanded at all (a rule recurring-ical-events or
+  dateutil refuses, an overflow near year 9999, a rule that outruns the
+  time limit) is BUSY from its first instance to the end of its rule
+  (UNTIL, or for ever), see ``_fallback_periods``;
+- an object icalendar cannot parse at all is read line by line for its
+  DTSTART, DTEND/DURATION and RRULE, and counted the same way; with no
+  readable DTSTART at all it is BUSY everywhere.
+Each of these logs one warning naming the object.
 """
 
 import bisect
+import collections
 import datetime
 import logging
-from typing import Dict, Iterator, List, Optional, Tuple
+import re
+import threading
+import zoneinfo
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import icalendar
 import recurring_ical_events
 
 from gateway import timezones
-from gateway.model import (BUSY, BUSY_TENTATIVE, Period, Window,
-                           normalize_fbtype)
+from gateway.model import (BUSY, BUSY_TENTATIVE, UTC, Period, Window,
+                           coalesce, normalize_fbtype)
+from gateway.watchdog import TimeLimitExceeded, time_limit
 
 logger = logging.getLogger(__name__)
 
 #: Floating times can sit up to 14 hours either side of UTC; the library is
 #: asked for a margin this wide and the exact UTC clip happens afterwards.
 _FLOATING_MARGIN = datetime.timedelta(days=1)
-_RRULE_DENSITY = {"SECONDLY": 86400, "MINUTELY": 1440, "HOURLY": 24,
-                  "DAILY": 1}
+#: The earliest and latest instants the engine handles; anything that
+#: reaches past them (year 1, year 9999) is clamped, never an overflow.
+EARLIEST = datetime.datetime(1, 1, 3, tzinfo=UTC)
+LATEST = datetime.datetime(9999, 12, 29, tzinfo=UTC)
+#: Occurrences one series may have in one chunk when the admin set no
+#: [reporting] max_freebusy_occurrence (0): memory stays bounded anyway.
+HARD_MAX_OCCURRENCES = 100000
+#: Chunks one object keeps (least recently used go first).
+MAX_CHUNKS = 240
+#: What a kept object costs beyond its periods, in period-equivalents per
+#: byte of its text (the parsed tree is several times the text).
+TEXT_COST = 1 / 64
+
+
+class Limits(NamedTuple):
+    """Bounds on expanding one series for one chunk."""
+
+    #: occurrences; 0 means HARD_MAX_OCCURRENCES
+    max_occurrences: int = 0
+    #: seconds of expansion; 0 means none (tests only)
+    seconds: float = 1.0
 
 
 def event_fbtype(component: icalendar.cal.Component) -> Optional[str]:
@@ -57,18 +95,35 @@ def declined_by(component: icalendar.cal.Component) -> frozenset:
         attendees = [attendees]
     return frozenset(
         str(a).strip().lower() for a in attendees
-        if str(a.params.get("PARTSTAT", "")).upper() == "DECLINED")
+        if str(getattr(a, "params", {}).get("PARTSTAT", "")).upper() ==
+        "DECLINED")
 
 
-def _month_floor(value: datetime.datetime) -> datetime.datetime:
+def month_floor(value: datetime.datetime) -> datetime.datetime:
     return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def _month_ceil(value: datetime.datetime) -> datetime.datetime:
-    floor = _month_floor(value)
-    if floor == value:
-        return value
-    return (floor + datetime.timedelta(days=32)).replace(day=1)
+def next_month(value: datetime.datetime) -> datetime.datetime:
+    return (month_floor(value) + datetime.timedelta(days=32)).replace(day=1)
+
+
+def months(window: Window) -> List[datetime.datetime]:
+    """Starts of the calendar months (UTC) that ``window`` touches."""
+    out, start = [], month_floor(window.start)
+    while start < window.end:
+        out.append(start)
+        start = next_month(start)
+    return out
+
+
+def safe_utc(value, zone: datetime.tzinfo) -> datetime.datetime:
+    """``timezones.to_utc`` clamped to [EARLIEST, LATEST]."""
+    try:
+        result = timezones.to_utc(value, zone)
+    except (OverflowError, ValueError):
+        year = getattr(value, "year", 9999)
+        return EARLIEST if year < 5000 else LATEST
+    return min(max(result, EARLIEST), LATEST)
 
 
 def freebusy_component_periods(component: icalendar.cal.Component,
@@ -92,139 +147,521 @@ def freebusy_component_periods(component: icalendar.cal.Component,
     return periods
 
 
+class _Chunk:
+    """One month of one object: coalesced periods plus declined ones."""
+
+    __slots__ = ("periods", "starts", "longest", "declined")
+
+    def __init__(self, periods: List[Period],
+                 declined: List[Tuple[Period, frozenset]]) -> None:
+        self.periods = coalesce(periods)
+        self.starts = [p.start for p in self.periods]
+        self.longest = max((p.end - p.start for p in self.periods),
+                           default=datetime.timedelta(0))
+        self.declined = declined
+
+    @property
+    def cost(self) -> int:
+        return len(self.periods) + len(self.declined) + 1
+
+    def overlapping(self, window: Window, excluding: frozenset,
+                    out: List[Period]) -> None:
+        lo = 0 if window.start - EARLIEST <= self.longest else \
+            bisect.bisect_left(self.starts, window.start - self.longest)
+        hi = bisect.bisect_left(self.starts, window.end)
+        for p in self.periods[lo:hi]:
+            if p.end > window.start:
+                out.append(p)
+        for p, who in self.declined:
+            if p.start < window.end and p.end > window.start and \
+                    not who & excluding:
+                out.append(p)
+
+
+_FREQ_SECONDS = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600,
+                 "DAILY": 86400, "WEEKLY": 7 * 86400}
+
+
+def _rule_density(component) -> float:
+    """Occurrences per second an RRULE can reach at most, when nothing but
+    FREQ and INTERVAL limit it (BYxxx parts only ever thin it out, except
+    those that multiply instances within one period, which are counted
+    as not limiting: 0 means "cannot tell, expand and count")."""
+    rule = component.get("RRULE")
+    if rule is None or isinstance(rule, list):
+        return 0.0
+    if any(key.startswith("BY") for key in rule):
+        return 0.0
+    seconds = _FREQ_SECONDS.get(str((rule.get("FREQ") or [""])[0]).upper())
+    try:
+        interval = int((rule.get("INTERVAL") or [1])[0])
+    except (TypeError, ValueError):
+        return 0.0
+    if not seconds or interval < 1:
+        return 0.0
+    return 1.0 / (seconds * interval)
+
+
+class _Series:
+    """The components of one UID, expanded by recurring-ical-events."""
+
+    __slots__ = ("uid", "components", "query", "broken", "density",
+                 "earliest", "warned")
+
+    def __init__(self, uid: str, components: List, timezones_: List) -> None:
+        self.uid = uid
+        self.components = components
+        calendar = icalendar.Calendar()
+        for vtimezone in timezones_:
+            calendar.add_component(vtimezone)
+        for component in components:
+            calendar.add_component(component)
+        self.query = None
+        self.broken = False
+        self.warned = False
+        self.earliest = EARLIEST
+        for component in components:
+            rule_errors = [name for name, _ in getattr(component, "errors",
+                                                       ()) if name in (
+                "RRULE", "RDATE", "EXDATE", "DTSTART", "DTEND", "DURATION",
+                "RECURRENCE-ID")]
+            if rule_errors:
+                raise ValueError("unreadable %s" % ", ".join(rule_errors))
+            if "DTSTART" not in component:
+                raise ValueError("VEVENT without DTSTART")
+            _drop_rule_ending_before_start(component)
+        self.query = recurring_ical_events.of(calendar)
+        self.earliest = max(EARLIEST, min(
+            safe_utc(c["DTSTART"].dt, UTC) for c in components) -
+            _FLOATING_MARGIN)
+        self.density = max((_rule_density(c) for c in components),
+                           default=0.0)
+
+
+def _drop_rule_ending_before_start(component) -> None:
+    """RFC 5545 3.8.5.3: DTSTART always counts as the first instance, so
+    a rule whose UNTIL lies before DTSTART leaves DTSTART alone (the
+    library would yield nothing at all)."""
+    rule = component.get("RRULE")
+    if rule is None or isinstance(rule, list):
+        return
+    until = rule.get("UNTIL")
+    if not until:
+        return
+    start = component["DTSTART"].dt
+    until = until[0]
+    try:
+        if isinstance(start, datetime.datetime) != isinstance(
+                until, datetime.datetime):
+            ends_before = until < (start.date() if isinstance(
+                start, datetime.datetime) else start)
+        elif isinstance(start, datetime.datetime) and \
+                (start.tzinfo is None) != (until.tzinfo is None):
+            ends_before = until.replace(tzinfo=None) < \
+                start.replace(tzinfo=None)
+        else:
+            ends_before = until < start
+    except TypeError:
+        return
+    if ends_before:
+        del component["RRULE"]
+
+
 class BusyObject:
     """Busy periods of one calendar object, expanded lazily and kept."""
 
     def __init__(self, text: str, floating_zone: datetime.tzinfo,
-                 max_occurrences: int = 0) -> None:
-        calendar = icalendar.Calendar.from_ical(text)
+                 limits: Limits = Limits(), origin: str = "") -> None:
         self.zone = floating_zone
-        self.max_occurrences = max_occurrences
-        self.availability = [c for c in calendar.subcomponents
-                             if c.name == "VAVAILABILITY"]
+        self.limits = limits
+        #: where the object lives, for log lines
+        self.origin = origin
+        self.availability: List = []
+        #: periods that hold whatever the window: VFREEBUSY, and the
+        #: conservative spans of series that cannot be expanded
         self._fixed: List[Period] = []
-        for component in calendar.subcomponents:
-            if component.name == "VFREEBUSY":
-                self._fixed.extend(
-                    freebusy_component_periods(component, floating_zone))
-        events = [c for c in calendar.subcomponents if c.name == "VEVENT"]
-        self._query = None
-        self._density = 1
-        if events:
-            self._query = recurring_ical_events.of(calendar)
-            for event in events:
-                for rule in event.get("RRULE", []) if isinstance(
-                        event.get("RRULE"), list) else [event.get("RRULE")]:
-                    if rule:
-                        freq = (rule.get("FREQ") or [""])[0]
-                        interval = int((rule.get("INTERVAL") or [1])[0])
-                        self._density = max(self._density, _RRULE_DENSITY.get(
-                            freq, 1) // max(interval, 1))
-        self._covered: Optional[Window] = None
-        self._expanded: set = set()
-        self._sorted: List[Period] = []
-        self._starts: List[datetime.datetime] = []
-        self._longest = datetime.timedelta(0)
-        #: Period -> addresses that declined it (only where someone did).
-        self._declined: Dict[Period, frozenset] = {}
-        self._declined_of: Dict[int, frozenset] = {}
-        self._index(self._fixed)
-
-    def _index(self, periods: List[Period]) -> None:
-        new = [p for p in periods if p not in self._expanded]
-        if not new and self._sorted:
+        self._fixed_declined: List[Tuple[Period, frozenset]] = []
+        self._fixed_changed = False
+        self._series: List[_Series] = []
+        self._chunks: "collections.OrderedDict[datetime.datetime, _Chunk]" \
+            = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._text_cost = int(len(text) * TEXT_COST) + 1
+        try:
+            calendar = icalendar.Calendar.from_ical(text)
+            if getattr(calendar, "name", None) != "VCALENDAR":
+                raise ValueError("not a VCALENDAR")
+        except Exception as e:  # icalendar raises many kinds on bad text
+            self._warn("cannot be parsed (%s); counting what can be read of "
+                       "it as busy" % _short(e))
+            self._fixed = lenient_periods(text, floating_zone)
+            self._fixed_index()
             return
-        self._expanded.update(new)
-        self._sorted = sorted(self._expanded)
-        self._starts = [p.start for p in self._sorted]
-        for p in new:
-            self._longest = max(self._longest, p.end - p.start)
+        vtimezones = []
+        groups: Dict[str, List] = {}
+        for component in calendar.subcomponents:
+            if component.name == "VTIMEZONE":
+                vtimezones.append(component)
+            elif component.name == "VAVAILABILITY":
+                self.availability.append(component)
+            elif component.name == "VFREEBUSY":
+                try:
+                    self._fixed.extend(freebusy_component_periods(
+                        component, floating_zone))
+                except Exception as e:
+                    self._warn("has an unreadable VFREEBUSY (%s); counting "
+                               "it as busy" % _short(e))
+                    self._fixed.extend(_fallback_periods([component],
+                                                         floating_zone))
+            elif component.name == "VEVENT":
+                groups.setdefault(str(component.get("UID", "")),
+                                  []).append(component)
+        for uid, components in groups.items():
+            try:
+                series = _Series(uid, components, vtimezones)
+            except (Exception, TimeLimitExceeded) as e:
+                self._give_up(components, e)
+                continue
+            if not any(("RRULE" in c or "RDATE" in c) for c in components):
+                # A single event (maybe with overrides): expand it once.
+                self._expand_single(series)
+            else:
+                self._series.append(series)
+        self._fixed_index()
+
+    # -- answering --------------------------------------------------------
+
+    @property
+    def cost(self) -> int:
+        """Roughly how much memory this object holds, in periods."""
+        return (self._text_cost + len(self._fixed) +
+                sum(c.cost for c in self._chunks.values()))
 
     def periods(self, window: Window,
                 excluding: frozenset = frozenset()) -> List[Period]:
         """Busy periods overlapping ``window`` (not clipped, not merged),
         without those declined by any address in ``excluding``."""
-        if self._query is not None:
-            self._cover(window)
-        # Periods are sorted by start; none can start before
-        # window.start - longest and still reach into the window.
-        lo = bisect.bisect_left(self._starts, window.start - self._longest)
-        hi = bisect.bisect_left(self._starts, window.end)
-        found = [p for p in self._sorted[lo:hi] if p.end > window.start]
-        if excluding and self._declined:
-            found = [p for p in found
-                     if not self._declined.get(p, frozenset()) & excluding]
+        found: List[Period] = []
+        if self._series:
+            with self._lock:
+                for start in months(window):
+                    chunk = self._chunks.get(start)
+                    if chunk is None:
+                        chunk = self._expand_chunk(start)
+                        self._chunks[start] = chunk
+                        while len(self._chunks) > MAX_CHUNKS:
+                            self._chunks.popitem(last=False)
+                    else:
+                        self._chunks.move_to_end(start)
+                    chunk.overlapping(window, excluding, found)
+                if self._fixed_changed:
+                    self._fixed_index()
+        self._fixed_chunk.overlapping(window, excluding, found)
         return found
 
-    def _cover(self, window: Window) -> None:
-        """Expand recurrences so that ``window`` is inside the covered span."""
-        start, end = _month_floor(window.start), _month_ceil(window.end)
-        if self._covered is None:
-            gaps = [Window(start, end)]
-            self._covered = Window(start, end)
-        else:
-            gaps = []
-            if start < self._covered.start:
-                gaps.append(Window(start, self._covered.start))
-            if end > self._covered.end:
-                gaps.append(Window(self._covered.end, end))
-            self._covered = Window(min(start, self._covered.start),
-                                   max(end, self._covered.end))
-        for gap in gaps:
-            self._index(list(self._expand(gap)))
+    # -- expanding --------------------------------------------------------
 
-    def _expand(self, gap: Window) -> Iterator[Period]:
-        """Occurrences in ``gap``, bounded by ``max_occurrences``.
+    def _fixed_index(self) -> None:
+        self._fixed_chunk = _Chunk(self._fixed, self._fixed_declined)
+        self._fixed_changed = False
 
-        Dense rules (MINUTELY and the like) are walked in steps small enough
-        to keep memory flat.  Past the limit the rest of the gap is reported
-        busy: unexpanded time must never look free.
-        """
-        step_days = 31
-        if self.max_occurrences:
-            step_days = max(1, min(31, self.max_occurrences //
-                                   max(self._density, 1)))
-        step = datetime.timedelta(days=step_days)
+    def _expand_single(self, series: _Series) -> None:
+        """A series without rules (maybe with overrides): its occurrences
+        are its components, found by one expansion over all time."""
+        starts = [safe_utc(c["DTSTART"].dt, self.zone)
+                  for c in series.components]
+        span = Window(max(EARLIEST, min(starts) - _FLOATING_MARGIN),
+                      LATEST)
+        try:
+            periods, declined = self._occurrences(series, span)
+        except (Exception, TimeLimitExceeded) as e:
+            self._give_up(series.components, e)
+            return
+        self._fixed.extend(periods)
+        self._fixed_declined.extend(declined)
+
+    def _expand_chunk(self, start: datetime.datetime) -> _Chunk:
+        chunk = Window(start, next_month(start))
+        periods: List[Period] = []
+        declined: List[Tuple[Period, frozenset]] = []
+        for series in self._series:
+            if series.broken:
+                continue
+            try:
+                try:
+                    found, found_declined = self._occurrences(series, chunk)
+                except _TooMany:
+                    # Too many for a month: each day on its own, so a
+                    # frequent rule stays exact where a day is within the
+                    # bound and only the days past it count as busy.
+                    found, found_declined = [], []
+                    for day in chunk.split(datetime.timedelta(days=1)):
+                        try:
+                            more, more_declined = self._occurrences(series,
+                                                                    day)
+                        except _TooMany as e:
+                            self._too_many(series, day, e.args[0])
+                            if series.earliest < day.end:
+                                more = [Period(max(day.start,
+                                                   series.earliest),
+                                               day.end, BUSY)]
+                            else:
+                                more = []
+                            more_declined = []
+                        found.extend(more)
+                        found_declined.extend(more_declined)
+            except (Exception, TimeLimitExceeded) as e:
+                series.broken = True
+                self._give_up(series.components, e)
+                self._fixed_changed = True
+                continue
+            periods.extend(found)
+            declined.extend(found_declined)
+        return _Chunk(periods, declined)
+
+    def _too_many(self, series: _Series, day: Window, limit: int) -> None:
+        if not series.warned:
+            series.warned = True
+            self._warn("has more than %d occurrences in a day (first on %s);"
+                       " counting such days as busy" % (
+                           limit, day.start.strftime("%Y-%m-%d")))
+
+    def _occurrences(self, series: _Series, part: Window
+                     ) -> Tuple[List[Period], List[Tuple[Period, frozenset]]]:
+        """Occurrences of ``series`` overlapping ``part``, clipped to it."""
+        limit = self.limits.max_occurrences or HARD_MAX_OCCURRENCES
+        low = max(EARLIEST, part.start - _FLOATING_MARGIN)
+        high = min(LATEST, part.end + _FLOATING_MARGIN)
+        periods: List[Period] = []
+        declined: List[Tuple[Period, frozenset]] = []
+        declined_of: Dict[int, frozenset] = {}
         count = 0
-        for part in gap.split(step):
-            occurrences = self._query._occurrences_between(
-                (part.start - _FLOATING_MARGIN).replace(tzinfo=None),
-                (part.end + _FLOATING_MARGIN).replace(tzinfo=None))
-            for occurrence in occurrences:
-                period = self._occurrence_period(occurrence)
-                if period is not None and part.overlaps(period.start,
-                                                        period.end):
+        if series.density * (part.end - part.start).total_seconds() > \
+                limit * 1.5:
+            # Far more instances than allowed: do not even start.
+            raise _TooMany(limit)
+        with time_limit(self.limits.seconds):
+            for one in series.query.series:
+                for occurrence in one.between(low.replace(tzinfo=None),
+                                              high.replace(tzinfo=None)):
+                    # The library keeps the source component (master or
+                    # override) on the occurrence's adapter; reading it
+                    # avoids copying a component per occurrence.
+                    component = occurrence._adapter._component
+                    fbtype = event_fbtype(component)
+                    if fbtype is None:
+                        continue
+                    start = safe_utc(occurrence.start, self.zone)
+                    end = safe_utc(occurrence.end, self.zone)
+                    # RFC 4791 9.9: a zero-length event adds no busy time.
+                    if end <= start or not part.overlaps(start, end):
+                        continue
                     count += 1
-                    yield period
-            if self.max_occurrences and count > self.max_occurrences:
-                logger.warning("Recurrence expansion stopped after %d "
-                               "occurrences; reporting the rest of %s..%s "
-                               "as busy", count, part.start, gap.end)
-                yield Period(part.start, gap.end, BUSY)
-                return
+                    if count > limit:
+                        raise _TooMany(limit)
+                    period = Period(max(start, part.start),
+                                    min(end, part.end), fbtype)
+                    who = declined_of.get(id(component))
+                    if who is None:
+                        who = declined_of[id(component)] = \
+                            declined_by(component)
+                    if who:
+                        declined.append((period, who))
+                    else:
+                        periods.append(period)
+        return periods, declined
 
-    def _occurrence_period(self, occurrence) -> Optional[Period]:
-        # The library keeps the source component (master or override) on
-        # the occurrence's adapter; reading it avoids copying a component
-        # per occurrence, which dominated the cost of expansion.
-        component = occurrence._adapter._component
-        fbtype = event_fbtype(component)
+    def _give_up(self, components: List, error: BaseException) -> None:
+        """A series that cannot be expanded counts as busy over its span."""
+        reason = ("expansion took longer than %g s" % self.limits.seconds
+                  if isinstance(error, TimeLimitExceeded) else _short(error))
+        self._warn("has a recurrence that cannot be expanded (%s); counting "
+                   "it as busy from its first instance to the end of its "
+                   "rule" % reason)
+        self._fixed.extend(_fallback_periods(components, self.zone))
+
+    def _warn(self, text: str) -> None:
+        logger.warning("Calendar object %s %s", self.origin or "(unnamed)",
+                       text)
+
+
+class _TooMany(Exception):
+    """A series has more occurrences in one chunk than allowed."""
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).replace("\n", " ")[:160]
+    return "%s: %s" % (type(error).__name__, text) if text else \
+        type(error).__name__
+
+
+# -- what is left when expansion fails -----------------------------------------
+
+def _component_time(component, name: str):
+    prop = component.get(name)
+    if isinstance(prop, list):
+        prop = prop[0] if prop else None
+    value = getattr(prop, "dt", None)
+    return value if isinstance(value, (datetime.date, datetime.timedelta)) \
+        else None
+
+
+def _fallback_periods(components: Iterable, zone: datetime.tzinfo
+                      ) -> List[Period]:
+    """Conservative busy spans of components whose rules cannot be used.
+
+    Each component's first instance is busy; a component with an RRULE is
+    busy from DTSTART to its UNTIL, or for ever when it has none or it
+    cannot be read (COUNT cannot be honoured without expanding).  A
+    component that is transparent or cancelled adds nothing.
+    """
+    out = []
+    for component in components:
+        try:
+            fbtype = event_fbtype(component) if component.name == "VEVENT" \
+                else BUSY
+        except Exception:
+            fbtype = BUSY
         if fbtype is None:
-            return None
-        start = timezones.to_utc(occurrence.start, self.zone)
-        end = timezones.to_utc(occurrence.end, self.zone)
-        if end <= start:
-            # RFC 4791 9.9: a zero-length event still blocks its instant
-            # for matching, but it adds no busy time.
-            return None
-        period = Period(start, end, fbtype)
-        declined = self._declined_of.get(id(component))
-        if declined is None:
-            declined = self._declined_of[id(component)] = \
-                declined_by(component)
-        if declined:
-            self._declined[period] = declined
-        return period
+            continue
+        start = _component_time(component, "DTSTART")
+        if not isinstance(start, datetime.date):
+            out.append(Period(EARLIEST, LATEST, BUSY))
+            continue
+        start_utc = safe_utc(start, zone)
+        end_value = _component_time(component, "DTEND")
+        duration = _component_time(component, "DURATION")
+        if isinstance(end_value, datetime.date):
+            end_utc = safe_utc(end_value, zone)
+        elif isinstance(duration, datetime.timedelta):
+            end_utc = min(LATEST, start_utc + duration) \
+                if start_utc < LATEST - duration else LATEST
+        elif not isinstance(start, datetime.datetime):
+            end_utc = min(LATEST, start_utc + datetime.timedelta(days=1))
+        else:
+            end_utc = start_utc
+        if "RRULE" in component or "RDATE" in component:
+            end_utc = max(end_utc, _rule_until(component, zone))
+        if end_utc > start_utc:
+            out.append(Period(start_utc, end_utc, fbtype))
+    return out
+
+
+_UNTIL_RE = re.compile(r"UNTIL=(\d{8}(?:T\d{6}Z?)?)", re.I)
+
+
+def _rule_until(component, zone: datetime.tzinfo) -> datetime.datetime:
+    """The UNTIL of a component's RRULE, LATEST when none can be read."""
+    rule = component.get("RRULE")
+    if rule is None:
+        return LATEST
+    text = rule.to_ical().decode("utf-8", "replace") \
+        if hasattr(rule, "to_ical") else str(rule)
+    match = _UNTIL_RE.search(text)
+    if not match:
+        return LATEST
+    value = _parse_ical_time(match.group(1), None)
+    return LATEST if value is None else max(
+        safe_utc(value, zone) + datetime.timedelta(days=1), EARLIEST)
+
+
+_LINE_RE = re.compile(r"^([A-Za-z-]+)((?:;[^:]*)?):(.*)$")
+_TZID_RE = re.compile(r";TZID=\"?([^;:\"]+)", re.I)
+_DURATION_RE = re.compile(
+    r"^([+-]?)P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def _parse_ical_time(value: str, tzid: Optional[str]):
+    value = value.strip()
+    try:
+        if len(value) == 8:
+            return datetime.date(int(value[:4]), int(value[4:6]),
+                                 int(value[6:8]))
+        moment = datetime.datetime.strptime(value[:15], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+    if value.endswith("Z"):
+        return moment.replace(tzinfo=UTC)
+    if tzid:
+        try:
+            return moment.replace(tzinfo=zoneinfo.ZoneInfo(tzid))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return moment
+
+
+def _parse_duration(value: str) -> Optional[datetime.timedelta]:
+    match = _DURATION_RE.match(value.strip())
+    if not match or not any(match.groups()[1:]):
+        return None
+    weeks, days, hours, minutes, seconds = (int(g or 0)
+                                            for g in match.groups()[1:])
+    delta = datetime.timedelta(weeks=weeks, days=days, hours=hours,
+                               minutes=minutes, seconds=seconds)
+    return -delta if match.group(1) == "-" else delta
+
+
+def lenient_periods(text: str, zone: datetime.tzinfo) -> List[Period]:
+    """Busy spans of an object icalendar cannot parse, read line by line.
+
+    Every VEVENT (or VFREEBUSY) block with a readable DTSTART counts as in
+    ``_fallback_periods``; when no block gives a DTSTART, the object is
+    busy everywhere, since nothing says when it is not.
+    """
+    lines = re.sub(r"\r?\n[ \t]", "", text).splitlines()
+    blocks: List[Dict[str, object]] = []
+    current: Optional[Dict[str, object]] = None
+    for line in lines:
+        match = _LINE_RE.match(line.strip())
+        if not match:
+            continue
+        name, params, value = match.group(1).upper(), match.group(2), \
+            match.group(3)
+        if name == "BEGIN" and value.strip().upper() in ("VEVENT",
+                                                          "VFREEBUSY"):
+            current = {}
+            blocks.append(current)
+        elif name == "END" and value.strip().upper() in ("VEVENT",
+                                                        "VFREEBUSY"):
+            current = None
+        elif current is not None and name not in current:
+            tzid_match = _TZID_RE.search(params or "")
+            current[name] = (value, tzid_match.group(1) if tzid_match
+                             else None)
+    out = []
+    for block in blocks:
+        if str(block.get("TRANSP", ("",))[0]).strip().upper() == \
+                "TRANSPARENT" or str(block.get("STATUS", ("",))[0]).strip() \
+                .upper() == "CANCELLED":
+            continue
+        raw_start = block.get("DTSTART")
+        start = _parse_ical_time(*raw_start) if raw_start else None
+        if start is None:
+            continue
+        start_utc = safe_utc(start, zone)
+        end_utc = start_utc
+        raw_end = block.get("DTEND")
+        end = _parse_ical_time(*raw_end) if raw_end else None
+        duration = _parse_duration(block["DURATION"][0]) \
+            if "DURATION" in block else None
+        if end is not None:
+            end_utc = safe_utc(end, zone)
+        elif duration is not None and start_utc < LATEST - abs(duration):
+            end_utc = start_utc + duration
+        elif not isinstance(start, datetime.datetime):
+            end_utc = start_utc + datetime.timedelta(days=1)
+        if "RRULE" in block or "RDATE" in block:
+            until = _UNTIL_RE.search(str(block.get("RRULE", ("",))[0]))
+            until_value = _parse_ical_time(until.group(1), None) \
+                if until else None
+            end_utc = max(end_utc, LATEST if until_value is None else
+                          safe_utc(until_value, zone) +
+                          datetime.timedelta(days=1))
+        if end_utc > start_utc:
+            out.append(Period(start_utc, min(end_utc, LATEST), BUSY))
+    if not out:
+        out.append(Period(EARLIEST, LATEST, BUSY))
+    return out
 
 
 def availability_components(objects) -> List[Tuple[icalendar.cal.Component,

@@ -12,6 +12,7 @@ and the etag alone.
 
 import collections
 import datetime
+import hashlib
 import logging
 import os
 import threading
@@ -23,8 +24,11 @@ from radicale.app.base import Access
 
 from gateway import timezones
 from gateway.availability import availability_periods
-from gateway.calendar_object import BusyObject, availability_components
-from gateway.model import LookupResult, Period, Reason, Window
+from gateway.calendar_object import (BusyObject, Limits,
+                                     availability_components)
+from gateway.model import (BUSY_UNAVAILABLE, LookupResult, Period, Reason,
+                           Window)
+from gateway.watchdog import TimeLimitExceeded, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +45,36 @@ def is_transparent(collection) -> bool:
         "transparent"
 
 
-#: (inode, mtime in ns, size) of one item file.
-Fingerprint = Tuple[int, int, int]
+#: (inode, mtime in ns, size) of one item file; None while it is "racy".
+Fingerprint = Optional[Tuple[int, int, int]]
 _FLOATING_SLACK = datetime.timedelta(days=1)
 #: Longest time an item edited in place by another program (not through
 #: Radicale) may go unnoticed.
 FULL_SCAN_SECONDS = 5.0
+#: A file or folder whose mtime is this close to the moment it was looked
+#: at is "racily clean" (git's term): a change in the same timestamp tick
+#: would not move its mtime, so it is not trusted and is read again next
+#: time.  Two seconds cover FAT's and NFS's coarse times and small skew.
+RACY_NS = 2_000_000_000
+#: Biggest item file read directly when Radicale cannot load it.
+MAX_RAW_BYTES = 10 << 20
+#: Time range for objects the engine must never skip.
+_ALL_TIME = (-(1 << 62), 1 << 62)
+#: Depth: infinity walks at most this deep and this many collections.
+MAX_DEPTH = 8
+MAX_COLLECTIONS = 2000
 
 
 class _Listing:
     """What the engine last saw of one collection."""
 
     __slots__ = ("fingerprints", "etags", "ranges", "zone_text",
-                 "folder_mark", "scanned_at")
+                 "folder_mark", "scanned_at", "lock")
 
     def __init__(self) -> None:
         self.fingerprints: Dict[str, Fingerprint] = {}
-        #: The collection folder's (inode, mtime) at the last file scan.
+        #: The collection folder's (inode, mtime) at the last file scan,
+        #: None when it was racy.
         self.folder_mark: Optional[Tuple[int, int]] = None
         self.scanned_at = 0.0
         self.etags: Dict[str, str] = {}
@@ -66,66 +83,76 @@ class _Listing:
         #: window are never parsed for it.
         self.ranges: Dict[str, Tuple[int, int]] = {}
         self.zone_text: Optional[str] = None
-
-    def remember(self, href: str, item) -> None:
-        self.etags[href] = item.etag
-        self.ranges[href] = item.time_range
-
-    def forget(self, href: str) -> None:
-        self.etags.pop(href, None)
-        self.ranges.pop(href, None)
+        #: One query at a time refreshes a collection; other collections
+        #: (other users) are never held up by it.
+        self.lock = threading.Lock()
 
 
 class LocalEngine:
     """Busy periods of calendars, calendar homes and users."""
 
-    def __init__(self, radicale_storage, rights, max_occurrences: int = 0,
-                 max_objects: int = 50000,
+    def __init__(self, radicale_storage, rights,
+                 limits: Limits = Limits(), max_cost: int = 500000,
                  addresses_of: Callable[[str], Iterable[str]] = lambda _: ()
                  ) -> None:
         self._storage = radicale_storage
         #: A user's calendar user addresses, to skip what they declined.
         self.addresses_of = addresses_of
         self._rights = rights
-        self.max_occurrences = max_occurrences
-        self.max_objects = max_objects
+        self.limits = limits
+        #: Most the object cache may hold, in BusyObject.cost units
+        #: (about one period, some 200 bytes, each).
+        self.max_cost = max_cost
         self._objects: "collections.OrderedDict[Tuple[str, str], BusyObject]" \
             = collections.OrderedDict()
+        self._costs: Dict[Tuple[str, str], int] = {}
+        self._cost = 0
+        self._cache_lock = threading.Lock()
         self._listings: Dict[str, _Listing] = {}
-        self._lock = threading.Lock()
+        self._listings_lock = threading.Lock()
 
     # -- one calendar -----------------------------------------------------
 
     def calendar_periods(self, collection, window: Window,
                          excluding: frozenset = frozenset()) -> List[Period]:
-        """Busy periods of one calendar collection (caller holds the lock).
+        """Busy periods of one calendar collection (the caller holds
+        Radicale's storage lock).
 
         Not clipped or merged: callers normalise once over all sources.
         Occurrences declined by an address in ``excluding`` are left out.
         """
         zone_text = collection.get_meta(TIMEZONE_KEY) or ""
         zone = timezones.zone_from_calendar_timezone(zone_text)
-        with self._lock:
-            objects = self._objects_of(collection, zone_text, zone, window)
-            periods: List[Period] = []
-            for busy_object in objects:
-                periods.extend(busy_object.periods(window, excluding))
-            components = availability_components(objects)
+        with self._listings_lock:
+            listing = self._listings.setdefault(collection.path, _Listing())
+        with listing.lock:
+            objects = self._objects_of(collection, listing, zone_text, zone,
+                                       window)
+        periods: List[Period] = []
+        for key, busy_object in objects:
+            periods.extend(busy_object.periods(window, excluding))
+        self._account(objects)
+        components = availability_components(o for _, o in objects)
         if components:
-            periods.extend(availability_periods(components, window))
+            periods.extend(self._availability(components, window))
         return periods
 
-    def _objects_of(self, collection, zone_text: str, zone: datetime.tzinfo,
-                    window: Window) -> List[BusyObject]:
+    def _objects_of(self, collection, listing: _Listing, zone_text: str,
+                    zone: datetime.tzinfo, window: Window
+                    ) -> List[Tuple[Tuple[str, str], BusyObject]]:
         """The objects of ``collection`` that may have busy time in
         ``window``, built from the cache where their etag is unchanged."""
-        listing = self._listings.setdefault(collection.path, _Listing())
         if listing.zone_text != zone_text:
+            self._drop_keys([(e, listing.zone_text or "")
+                             for e in listing.etags.values()])
             listing.etags.clear()
             listing.ranges.clear()
             listing.fingerprints.clear()
             listing.folder_mark = None
             listing.zone_text = zone_text
+        items: Dict[str, object] = {}
+        raw: Dict[str, BusyObject] = {}
+        old_etags = dict(listing.etags)
         if self._unchanged_folder(collection, listing):
             fingerprints = listing.fingerprints
         else:
@@ -137,52 +164,123 @@ class LocalEngine:
             listing.etags.clear()
             listing.ranges.clear()
             for href, item in items.items():
-                listing.remember(href, item)
+                self._remember(listing, href, item)
         else:
             changed = [href for href, fp in fingerprints.items()
-                       if listing.fingerprints.get(href) != fp
+                       if fp is None or listing.fingerprints.get(href) != fp
                        or href not in listing.etags]
-            items = {}
-            if changed:
-                items = {href: item for href, item in
-                         collection.get_multi(changed) if item is not None}
-                for href in changed:
-                    if href in items:
-                        listing.remember(href, items[href])
-                    else:
-                        listing.forget(href)
+            for href in changed:
+                item = self._read_item(collection, href)
+                if isinstance(item, BusyObject):
+                    raw[href] = item
+                    listing.etags[href] = "raw:%s" % item.origin_etag
+                    listing.ranges[href] = _ALL_TIME
+                elif item is not None:
+                    items[href] = item
+                    self._remember(listing, href, item)
+                else:
+                    self._forget(listing, href)
             for href in list(listing.etags):
                 if href not in fingerprints:
-                    listing.forget(href)
+                    self._forget(listing, href)
             listing.fingerprints = fingerprints
+        # Objects replaced or deleted since the last look leave the cache
+        # now instead of waiting to be evicted.
+        self._drop_keys([(etag, zone_text) for href, etag in
+                         old_etags.items()
+                         if listing.etags.get(href) != etag])
         # Radicale computes ranges with floating times as UTC; a calendar
         # time zone moves them by at most 14 hours.
-        low = (window.start - _FLOATING_SLACK).timestamp()
-        high = (window.end + _FLOATING_SLACK).timestamp()
+        low = _timestamp(window.start - _FLOATING_SLACK)
+        high = _timestamp(window.end + _FLOATING_SLACK)
         objects = []
         for href, etag in listing.etags.items():
             start, end = listing.ranges[href]
             if end < low or start > high:
                 continue
             key = (etag, zone_text)
-            busy_object = self._objects.get(key)
+            with self._cache_lock:
+                busy_object = self._objects.get(key)
+                if busy_object is not None:
+                    self._objects.move_to_end(key)
             if busy_object is None:
-                item = items.get(href)
-                if item is None:
-                    item = next((i for _, i in collection.get_multi([href])
-                                 if i is not None), None)
+                busy_object = raw.get(href)
+                if busy_object is None:
+                    item = items.get(href) or self._read_item(collection,
+                                                              href)
                     if item is None:
                         continue
-                busy_object = self._build(item, zone)
-                if busy_object is None:
-                    continue
-                self._objects[key] = busy_object
-                if len(self._objects) > self.max_objects:
-                    self._objects.popitem(last=False)
-            else:
-                self._objects.move_to_end(key)
-            objects.append(busy_object)
+                    busy_object = item if isinstance(item, BusyObject) \
+                        else self._build(collection, item, zone)
+                with self._cache_lock:
+                    self._objects[key] = busy_object
+                    self._costs[key] = 0
+            objects.append((key, busy_object))
         return objects
+
+    def _remember(self, listing: _Listing, href: str, item) -> None:
+        listing.etags[href] = item.etag
+        listing.ranges[href] = item.time_range
+
+    def _forget(self, listing: _Listing, href: str) -> None:
+        listing.etags.pop(href, None)
+        listing.ranges.pop(href, None)
+
+    def _read_item(self, collection, href: str):
+        """Radicale's item for ``href``; for a file Radicale cannot load
+        (written by another program), a BusyObject read from the raw file
+        so that it still counts; None when the file is gone."""
+        try:
+            item = next((i for _, i in collection.get_multi([href])), None)
+            if item is not None:
+                return item
+            error = "Radicale skipped it"
+        except Exception as e:  # Radicale wraps every load error
+            error = str(e.__cause__ or e)
+        path = os.path.join(getattr(collection, "_filesystem_path", ""),
+                            href)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_RAW_BYTES + 1)
+        except OSError:
+            return None
+        logger.warning("Calendar object /%s/%s cannot be loaded by Radicale "
+                       "(%s); reading it directly", collection.path, href,
+                       error.replace("\n", " ")[:200])
+        text = data[:MAX_RAW_BYTES].decode("utf-8", "replace")
+        busy_object = BusyObject(text, timezones.zone_from_calendar_timezone(
+            collection.get_meta(TIMEZONE_KEY) or ""), self.limits,
+            origin="/%s/%s" % (collection.path, href))
+        busy_object.origin_etag = hashlib.sha256(data).hexdigest()
+        return busy_object
+
+    def _build(self, collection, item, zone) -> BusyObject:
+        return BusyObject(item.serialize(), zone, self.limits,
+                          origin="/%s/%s" % (collection.path, item.href))
+
+    def _account(self, objects) -> None:
+        """Update the cache's cost after a query; evict the least
+        recently used objects while it is over ``max_cost``."""
+        with self._cache_lock:
+            for key, busy_object in objects:
+                if key in self._costs:
+                    cost = busy_object.cost
+                    self._cost += cost - self._costs[key]
+                    self._costs[key] = cost
+            while self._cost > self.max_cost and self._objects:
+                key, _ = self._objects.popitem(last=False)
+                self._cost -= self._costs.pop(key, 0)
+
+    def _drop_keys(self, keys) -> None:
+        with self._cache_lock:
+            for key in keys:
+                if self._objects.pop(key, None) is not None:
+                    self._cost -= self._costs.pop(key, 0)
+
+    @property
+    def cache_cost(self) -> int:
+        """What the object cache holds now, in cost units."""
+        return self._cost
 
     @staticmethod
     def _unchanged_folder(collection, listing: _Listing) -> bool:
@@ -191,60 +289,77 @@ class LocalEngine:
         Radicale adds, replaces and deletes items by atomic rename or
         unlink in the collection folder, which always moves the folder's
         mtime, so an unchanged folder spares a stat of every item file.
-        Edits made in place by other programs do not move it; a full scan
-        at least every FULL_SCAN_SECONDS catches those too.
+        A folder mtime within RACY_NS of the scan is not trusted.  Edits
+        made in place by other programs do not move it; a full scan at
+        least every FULL_SCAN_SECONDS catches those too.
         """
         path = getattr(collection, "_filesystem_path", None)
         if not path:
             return False
+        now_ns = time.time_ns()
         try:
             st = os.stat(path)
         except OSError:
             return False
         mark = (st.st_ino, st.st_mtime_ns)
         now = time.monotonic()
-        if mark == listing.folder_mark and \
+        if listing.folder_mark is not None and \
+                mark == listing.folder_mark and \
                 now - listing.scanned_at < FULL_SCAN_SECONDS:
             return True
-        listing.folder_mark, listing.scanned_at = mark, now
+        racy = st.st_mtime_ns >= now_ns - RACY_NS
+        listing.folder_mark = None if racy else mark
+        listing.scanned_at = now
         return False
-
-    def _build(self, item, zone) -> Optional[BusyObject]:
-        try:
-            return BusyObject(item.serialize(), zone, self.max_occurrences)
-        except Exception as e:  # a broken object must not break the answer
-            logger.warning("Skipping unreadable calendar object %r: %s",
-                           item.href, e)
-            return None
 
     # -- many calendars ---------------------------------------------------
 
-    def home_calendars(self, home_path: str, user: str, user_groups: set
+    def home_calendars(self, home_path: str, user: str, user_groups: set,
+                       depth: str = "1", check_rights: bool = True
                        ) -> Iterable:
         """The calendars under ``home_path`` that count for free/busy.
 
-        Opaque calendars only (RFC 6638 9.1), and only those where ``user``
-        has Radicale's read or free/busy right.
+        Opaque calendars only (RFC 6638 9.1), and with ``check_rights``
+        only those where ``user`` has Radicale's read or free/busy right.
+        ``depth`` "infinity" also walks plain collections below, up to
+        MAX_DEPTH levels and MAX_COLLECTIONS collections.
         """
-        for collection in self._storage.discover(home_path, depth="1"):
-            if (not isinstance(collection, radicale_storage.BaseCollection)
-                    or collection.path == home_path.strip("/")
-                    or collection.tag != "VCALENDAR"
-                    or is_transparent(collection)):
-                continue
-            access = Access(self._rights, user, user_groups,
-                            "/%s/" % collection.path)
-            if access.allows_freebusy(collection):
-                yield collection
+        levels = MAX_DEPTH if depth == "infinity" else 1
+        seen = 0
+        pending = [(home_path, 1)]
+        while pending:
+            path, level = pending.pop(0)
+            for collection in self._storage.discover(path, depth="1"):
+                if (not isinstance(collection,
+                                   radicale_storage.BaseCollection)
+                        or collection.path == path.strip("/")):
+                    continue
+                seen += 1
+                if seen > MAX_COLLECTIONS:
+                    logger.warning("Stopped walking %s after %d "
+                                   "collections", home_path, seen - 1)
+                    return
+                if collection.tag != "VCALENDAR":
+                    if not collection.tag and level < levels:
+                        pending.append(("/%s/" % collection.path, level + 1))
+                    continue
+                if is_transparent(collection):
+                    continue
+                if not check_rights or Access(
+                        self._rights, user, user_groups,
+                        "/%s/" % collection.path).allows_freebusy(collection):
+                    yield collection
 
     def lookup_user(self, owner: str, window: Window, user: str,
-                    user_groups: set) -> LookupResult:
+                    user_groups: set, check_rights: bool = True
+                    ) -> LookupResult:
         """All busy time of local user ``owner`` as ``user`` may see it.
 
         Unknown when ``owner`` has no principal here; no authority when
-        ``owner`` has calendars but ``user`` may see none of them.  The
-        working hours (CALDAV:calendar-availability, kept on the principal)
-        count too; meetings ``owner`` declined do not.
+        ``check_rights`` is on, ``owner`` has calendars and ``user`` may
+        see none of them.  The working hours (CALDAV:calendar-availability,
+        kept on the principal) count too; meetings ``owner`` declined do
+        not.
         """
         home = "/%s/" % owner
         if not pathutils.is_safe_path_component(owner):
@@ -255,16 +370,20 @@ class LocalEngine:
             if not isinstance(principal, radicale_storage.BaseCollection):
                 return LookupResult.failed(Reason.UNKNOWN_USER,
                                            "no such user here")
-            calendars = [c for c in self._storage.discover(home, depth="1")
-                         if isinstance(c, radicale_storage.BaseCollection)
-                         and c.tag == "VCALENDAR"]
-            visible = list(self.home_calendars(home, user, user_groups))
-            if calendars and not visible and not any(
-                    Access(self._rights, user, user_groups,
-                           "/%s/" % c.path).allows_freebusy(c)
-                    for c in calendars):
-                return LookupResult.failed(Reason.NO_AUTHORITY,
-                                           "no free/busy right on %s" % owner)
+            visible = list(self.home_calendars(home, user, user_groups,
+                                               check_rights=check_rights))
+            if check_rights and not visible:
+                calendars = [c for c in self._storage.discover(
+                    home, depth="1") if isinstance(
+                        c, radicale_storage.BaseCollection)
+                    and c.tag == "VCALENDAR"]
+                if calendars and not any(
+                        Access(self._rights, user, user_groups,
+                               "/%s/" % c.path).allows_freebusy(c)
+                        for c in calendars):
+                    return LookupResult.failed(
+                        Reason.NO_AUTHORITY,
+                        "no free/busy right on %s" % owner)
             declined = frozenset(a.lower() for a in self.addresses_of(owner))
             periods: List[Period] = []
             for calendar in visible:
@@ -277,25 +396,45 @@ class LocalEngine:
 
     def availability_of_text(self, text: str, window: Window) -> List[Period]:
         """Busy time of a stored calendar-availability value."""
+        busy_object = BusyObject(text, timezones.UTC, self.limits,
+                                 origin="(calendar-availability)")
+        return self._availability(availability_components([busy_object]),
+                                  window)
+
+    def _availability(self, components, window: Window) -> List[Period]:
+        """VAVAILABILITY busy time; when it cannot be computed, the whole
+        window is BUSY-UNAVAILABLE (no data), never free."""
         try:
-            busy_object = BusyObject(text, timezones.UTC)
-        except Exception as e:
-            logger.warning("Ignoring unreadable calendar-availability: %s", e)
-            return []
-        return availability_periods(availability_components([busy_object]),
-                                    window)
+            with time_limit(self.limits.seconds * 4):
+                return availability_periods(components, window)
+        except (Exception, TimeLimitExceeded) as e:
+            logger.warning("VAVAILABILITY cannot be used (%s); counting "
+                           "%s..%s as unavailable", type(e).__name__,
+                           window.start, window.end)
+            return [Period(window.start, window.end, BUSY_UNAVAILABLE)]
+
+
+def _timestamp(value: datetime.datetime) -> float:
+    try:
+        return value.timestamp()
+    except (OverflowError, ValueError):
+        return -(1 << 62) if value.year < 5000 else 1 << 62
 
 
 def _file_fingerprints(collection) -> Optional[Dict[str, Fingerprint]]:
     """Cheap change marks of a multifilesystem collection's item files.
 
     Radicale writes items by atomic rename, so a changed item always has a
-    new inode or mtime.  None for storage backends without files.
+    new inode or mtime.  A file modified within RACY_NS of the scan gets
+    no mark (None): it is read again next time, since a second change in
+    the same timestamp tick would leave its mtime as it is.  None for
+    storage backends without files.
     """
     path = getattr(collection, "_filesystem_path", None)
     if not path or not hasattr(collection, "_list"):
         return None
-    marks = {}
+    marks: Dict[str, Fingerprint] = {}
+    racy_after = time.time_ns() - RACY_NS
     try:
         with os.scandir(path) as entries:
             for entry in entries:
@@ -306,7 +445,8 @@ def _file_fingerprints(collection) -> Optional[Dict[str, Fingerprint]]:
                 st = entry.stat(follow_symlinks=False)
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                marks[name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+                marks[name] = None if st.st_mtime_ns >= racy_after else (
+                    st.st_ino, st.st_mtime_ns, st.st_size)
     except OSError:
         return None
     return marks

@@ -35,6 +35,13 @@ def normalize_fbtype(value: Optional[str]) -> Optional[str]:
     return value if value in FBTYPES else BUSY
 
 
+#: The span of time free/busy questions may ask about.  Windows outside it
+#: are refused (a question about year 1 or 9999 is a client's mistake, and
+#: refusing it keeps every computation far from datetime's limits).
+FIRST_ANSWERED = datetime.datetime(1800, 1, 1, tzinfo=UTC)
+LAST_ANSWERED = datetime.datetime(3000, 1, 1, tzinfo=UTC)
+
+
 class Window(NamedTuple):
     """``[start, end)`` in UTC, both aware datetimes."""
 
@@ -47,7 +54,13 @@ class Window(NamedTuple):
         """Build a window, refusing reversed, empty, naive or absurd ones."""
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("window bounds must be in UTC")
-        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        try:
+            start, end = start.astimezone(UTC), end.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("window bounds out of range") from None
+        if start < FIRST_ANSWERED or end > LAST_ANSWERED:
+            raise ValueError("window must lie between %d and %d" % (
+                FIRST_ANSWERED.year, LAST_ANSWERED.year))
         if end <= start:
             raise ValueError("window end must be after its start")
         if max_days is not None and end - start > datetime.timedelta(

@@ -221,12 +221,16 @@ def test_free_busy_rights_only(gateway):
         user="bob", headers={"Depth": "1"}).status_code == 403
 
 
+OWNER_ONLY_RIGHTS = ("[owner]\nuser: .+\ncollection: {user}(/.*)?\n"
+                     "permissions: RWrw\n"
+                     "[root]\nuser: .+\ncollection:\npermissions: R\n")
+
+
 def test_no_rights_no_free_busy(gateway_factory):
-    """Without the free/busy permission the REPORT is refused."""
-    rights = ("[owner]\nuser: .+\ncollection: {user}(/.*)?\n"
-              "permissions: RWrw\n"
-              "[root]\nuser: .+\ncollection:\npermissions: R\n")
-    gateway = gateway_factory(rights=rights)
+    """With freebusy_access = rights, a REPORT without Radicale's free/busy
+    permission is refused."""
+    gateway = gateway_factory(rights=OWNER_ONLY_RIGHTS,
+                              extra="freebusy_access = rights\n")
     case, path = load_case(gateway, "04-caldavtester-reports-fb2")
     response = gateway.report(path, (case / "request.xml").read_bytes(),
                               "bob")
@@ -234,3 +238,27 @@ def test_no_rights_no_free_busy(gateway_factory):
     response = gateway.report(path, (case / "request.xml").read_bytes(),
                               None)
     assert response.status_code == 401
+
+
+def test_authenticated_policy_sees_colleagues_without_rights(
+        gateway_factory):
+    """The default freebusy_access = authenticated: any authenticated user
+    sees a colleague's busy time on a calendar and on the home, whatever
+    Radicale's rights say; anonymous callers still do not."""
+    gateway = gateway_factory(rights=OWNER_ONLY_RIGHTS)
+    case, path = load_case(gateway, "04-caldavtester-reports-fb2")
+    body = (case / "request.xml").read_bytes()
+    owner = gateway.report(path, body, "alice")
+    colleague = gateway.report(path, body, "bob")
+    assert colleague.status_code == 200
+    assert "FREEBUSY" in colleague.text
+    assert _periods(colleague.text) == _periods(owner.text)
+    home = gateway.report("/alice/", body, "bob", depth="1")
+    assert home.status_code == 200
+    assert _periods(home.text) == _periods(owner.text)
+    assert gateway.report(path, body, None).status_code == 401
+
+
+def _periods(text):
+    return sorted(line for line in text.splitlines()
+                  if line.startswith("FREEBUSY"))

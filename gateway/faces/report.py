@@ -2,9 +2,13 @@
 
 On a calendar the answer covers all its objects whatever the Depth, as
 CalendarServer and CalDAVTester expect.  On any other collection (a user's
-calendar home is Radicale's principal) Depth 0 gives an empty VFREEBUSY and
-Depth 1 or infinity aggregates the child calendars that count for
-free/busy: opaque ones (RFC 6638 9.1) the user may read or see free/busy of.
+calendar home is Radicale's principal) Depth 0 gives an empty VFREEBUSY,
+Depth 1 aggregates the child calendars that count for free/busy, and
+Depth infinity also those in plain collections further down (CalDAVTester
+depthreports): opaque ones (RFC 6638 9.1) the user may see, as
+``[gateway] freebusy_access`` says: with ``authenticated`` (the default)
+every authenticated user sees every local calendar's busy time, with
+``rights`` Radicale's read or free/busy right decides.
 """
 
 import datetime
@@ -58,6 +62,11 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         window = parse_window(root, app.gateway_options["max_window_days"])
     except BadRequest as e:
         return _error(client.BAD_REQUEST, str(e))
+    if depth not in (None, "0", "1", "infinity"):
+        return _error(client.BAD_REQUEST, "Depth must be 0, 1 or infinity")
+    # Every authenticated user may see every local user's busy time.
+    everyone = bool(user) and app.gateway_options.get(
+        "freebusy_access", "authenticated") == "authenticated"
     access = Access(app._rights, user, user_groups, path)
     engine = app.local
     with app._storage.acquire_lock("r", user):
@@ -72,7 +81,7 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
                     {"Content-Type": "application/xml; charset=utf-8"},
                     supported_report_error(), None)
         if item.tag == "VCALENDAR":
-            if not access.allows_freebusy(item):
+            if not everyone and not access.allows_freebusy(item):
                 return httputils.NOT_ALLOWED
             periods = engine.calendar_periods(item, window)
         elif item.tag:
@@ -82,13 +91,15 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         else:
             periods = []
             if depth not in (None, "0"):
-                calendars = list(engine.home_calendars(path, user,
-                                                       user_groups))
-                if not calendars and not access.check("r", item):
+                calendars = list(engine.home_calendars(
+                    path, user, user_groups, depth=depth,
+                    check_rights=not everyone))
+                if not calendars and not everyone and \
+                        not access.check("r", item):
                     return httputils.NOT_ALLOWED
                 for calendar in calendars:
                     periods.extend(engine.calendar_periods(calendar, window))
-            elif not access.check("r", item):
+            elif not everyone and not access.check("r", item):
                 return httputils.NOT_ALLOWED
     return _calendar(vfreebusy.render(normalize(periods, window), window,
                                       dtstamp=datetime.datetime.now(
