@@ -1,45 +1,10 @@
 """Command line: ``fbgateway serve --config FILE`` and friends."""
 
 import argparse
-import logging
-import signal
-import socket
 import sys
 from typing import List, Optional
 
 from gateway import config
-
-logger = logging.getLogger("gateway")
-
-
-def serve(gateway_config: config.GatewayConfig) -> None:
-    """Run on Radicale's own HTTP server until SIGTERM or SIGINT.
-
-    Threads, TLS, connection limits and clean shutdown are Radicale's own.
-    """
-    from radicale import log
-
-    from gateway import radicale_compat
-    from gateway.app import GatewayApplication, load_providers
-
-    # Plugins are loaded before anything starts, so a wrong provider
-    # section fails like any other configuration error.
-    providers = load_providers(gateway_config)
-    log.setup()
-    radicale_config = gateway_config.radicale
-    log.set_level(radicale_config.get("logging", "level"),
-                  radicale_config.get("logging", "backtrace_on_debug"),
-                  radicale_config.get("logging", "trace_filter"))
-    shutdown_in, shutdown_out = socket.socketpair()
-
-    def on_signal(signal_number, frame) -> None:
-        shutdown_in.close()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    radicale_compat.serve_application(
-        radicale_config, lambda: GatewayApplication(gateway_config, providers),
-        shutdown_out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -51,6 +16,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_cmd = commands.add_parser("check-config",
                                     help="check the ini file and exit")
     check_cmd.add_argument("--config", required=True)
+    check_cmd.add_argument(
+        "--no-bind", action="store_true",
+        help="do not check that [server] hosts are free (for the file of "
+             "a server that is running)")
     commands.add_parser("config-help", help="print the gateway's ini keys")
     args = parser.parse_args(argv)
 
@@ -61,12 +30,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Nothing is logged before the file is known to be good, so a
         # wrong file gives exactly one line on stderr.
         gateway_config = config.load(args.config)
+        from gateway import server
+        from gateway.app import load_providers
+        providers = load_providers(gateway_config)
         if args.command == "check-config":
-            from gateway.app import load_providers
-            load_providers(gateway_config)
+            # What stops ``serve`` stops this too: the same checks.
+            for sock in server.check(gateway_config,
+                                     bind_hosts=not args.no_bind):
+                sock.close()
             print("%s: OK" % args.config)
             return 0
-        serve(gateway_config)
+        server.serve(gateway_config, providers)
     except config.ConfigError as e:
         print("fbgateway: configuration error: %s" % e, file=sys.stderr)
         return 2

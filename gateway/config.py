@@ -52,6 +52,8 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9-]{1,63}\.)*[a-z0-9-]{1,63}$")
 def domain_list(value: str) -> Tuple[str, ...]:
     """Comma or space separated DNS domains, lower-cased."""
     domains = tuple(d.lower() for d in re.split(r"[\s,]+", value) if d)
+    if not domains:
+        raise ValueError("name at least one domain")
     for domain in domains:
         if not _DOMAIN_RE.match(domain):
             raise ValueError("%r is not a domain name" % domain)
@@ -82,7 +84,7 @@ class Option(NamedTuple):
 
 
 GATEWAY_SCHEMA: Dict[str, Option] = {
-    "domains": Option(domain_list, "", "Mail domains of local users: "
+    "domains": Option(domain_list, None, "Mail domains of local users: "
                       "user@domain is the Radicale user 'user', for every "
                       "domain listed (all go into "
                       "calendar-user-address-set)."),
@@ -97,6 +99,12 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                             "outbox POST may name; the rest get 5.1."),
     "max_hops": Option(_positive_int, "2", "How many gateways a federated "
                        "request may pass; stops two peers looping."),
+    "threads": Option(_positive_int, "32", "Requests answered at once by "
+                      "fbgateway serve (at least [server] max_connections);"
+                      " outbox POSTs hold one while foreign systems answer."),
+    "connection_limit": Option(_positive_int, "1000", "Open connections "
+                               "fbgateway serve keeps at most; idle or "
+                               "slow ones cost no thread."),
 }
 
 PROVIDER_SCHEMA: Dict[str, Option] = {
