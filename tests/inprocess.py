@@ -19,6 +19,8 @@ tests keep one per module).
 
 import base64
 import io
+import itertools
+import logging
 import pathlib
 import sys
 import textwrap
@@ -54,6 +56,9 @@ class Answer(NamedTuple):
     reason: str
     headers: Dict[str, str]
     body: bytes
+    #: Messages logged at ERROR or above while this request ran (the
+    #: exception behind a 500 is there).
+    errors: Tuple[str, ...] = ()
 
     @property
     def status_code(self) -> int:
@@ -76,7 +81,32 @@ class Answer(NamedTuple):
         return default
 
 
-def call_with_deadline(function, deadline: float, what: str = "request"):
+class _ErrorLog(logging.Handler):
+    """ERROR records of Radicale and the gateway, by thread name."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: Dict[str, List[str]] = {}
+        self.lock_ = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.lock_:
+            self.records.setdefault(record.threadName, []).append(
+                record.getMessage())
+
+    def take(self, thread_name: str) -> Tuple[str, ...]:
+        with self.lock_:
+            return tuple(self.records.pop(thread_name, ()))
+
+
+_error_log = _ErrorLog()
+for _name in ("radicale", "gateway", "plugins"):
+    logging.getLogger(_name).addHandler(_error_log)
+_thread_numbers = itertools.count()
+
+
+def call_with_deadline(function, deadline: float, what: str = "request",
+                       name: Optional[str] = None):
     """``function()`` in a daemon thread; RequestHung after ``deadline``
     seconds (the thread cannot be stopped, but the test fails now)."""
     box: List = []
@@ -87,8 +117,8 @@ def call_with_deadline(function, deadline: float, what: str = "request"):
         except BaseException as e:  # re-raised in the caller's thread
             box.append((False, e))
 
-    thread = threading.Thread(target=run, daemon=True,
-                              name="inprocess-%s" % what[:40])
+    thread = threading.Thread(target=run, daemon=True, name=name or (
+        "inprocess-%d" % next(_thread_numbers)))
     thread.start()
     thread.join(deadline)
     if thread.is_alive():
@@ -124,6 +154,10 @@ class InProcessGateway:
             rights or (ROOT / "config" / "rights").read_text())
         self.config_path = self.directory / "gateway.ini"
         self.config_path.write_text(textwrap.dedent("""\
+            [server]
+            # No 1 s pause after a 5xx: the tests count them instead.
+            delay_on_error = 0
+
             [auth]
             type = htpasswd
             htpasswd_filename = users
@@ -218,10 +252,15 @@ class InProcessGateway:
             body = body.encode("utf-8")
         environ = self.environ(method, path, body or b"", user, headers,
                                password)
-        return call_with_deadline(
-            lambda: self.call(environ),
-            self.deadline if deadline is None else deadline,
-            "%s %s" % (method, path))
+        name = "inprocess-%d" % next(_thread_numbers)
+        try:
+            answer = call_with_deadline(
+                lambda: self.call(environ),
+                self.deadline if deadline is None else deadline,
+                "%s %s" % (method, path), name)
+        finally:
+            errors = _error_log.take(name)
+        return answer._replace(errors=errors)
 
     # -- CalDAV helpers ---------------------------------------------------
 

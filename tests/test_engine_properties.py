@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fbcheck import periods_of
 from inprocess import InProcessGateway
-from naive_expander import (BERLIN, Override, Rule, Series, UTC, describe,
-                            raster, subtract, union)
+from naive_expander import (Override, Rule, Series, UTC, describe, raster,
+                            subtract, union)
 
 LONG = os.environ.get("FBGW_LONG") == "1"
 
