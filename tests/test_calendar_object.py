@@ -1,0 +1,162 @@
+"""Fast tier: one calendar object's busy time, in-process, no server.
+
+The classes of the base issue at the smallest scale: every path that
+cannot compute busy time answers busy, within bounded time and memory."""
+
+import datetime
+import threading
+import time
+
+import pytest
+
+from gateway.calendar_object import (BusyObject, Limits, lenient_periods,
+                                     months)
+from gateway.model import UTC, Period, Window, normalize
+from gateway.watchdog import TimeLimitExceeded, time_limit
+
+
+def W(a, b):
+    return Window(datetime.datetime(*a, tzinfo=UTC),
+                  datetime.datetime(*b, tzinfo=UTC))
+
+
+def T(*a):
+    return datetime.datetime(*a, tzinfo=UTC)
+
+
+def ev(*lines, uid="x"):
+    return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+            "BEGIN:VEVENT\r\nUID:%s\r\nDTSTAMP:20260101T000000Z\r\n" % uid +
+            "\r\n".join(lines) + "\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+
+def answer(obj, window, excluding=frozenset()):
+    return normalize(obj.periods(window, excluding), window)
+
+
+JAN = W((2026, 1, 1), (2026, 2, 1))
+
+
+def test_months_cover_the_window():
+    assert months(W((2026, 1, 31), (2026, 3, 1, 0, 0, 1))) == [
+        T(2026, 1, 1), T(2026, 2, 1), T(2026, 3, 1)]
+
+
+def test_single_event_and_declined_by_asker():
+    obj = BusyObject(ev("DTSTART:20260105T100000Z", "DTEND:20260105T110000Z",
+                        "ATTENDEE;PARTSTAT=DECLINED:mailto:bob@example.com"),
+                     UTC)
+    assert answer(obj, JAN) == [Period(T(2026, 1, 5, 10), T(2026, 1, 5, 11))]
+    assert answer(obj, JAN, frozenset(["mailto:bob@example.com"])) == []
+
+
+def test_same_answer_whatever_was_asked_before():
+    text = ev("DTSTART:20260101T000000Z", "DTEND:20260101T001500Z",
+              "RRULE:FREQ=HOURLY")
+    late = W((2029, 3, 1), (2029, 3, 2))
+    fresh = answer(BusyObject(text, UTC, Limits(100)), late)
+    used = BusyObject(text, UTC, Limits(100))
+    answer(used, W((2026, 3, 1), (2026, 4, 1)))
+    answer(used, W((2026, 1, 1), (2031, 1, 1)))
+    assert answer(used, late) == fresh
+    assert len(fresh) == 24
+
+
+def test_limit_past_a_day_is_busy_never_free():
+    obj = BusyObject(ev("DTSTART:20260101T000000Z", "DTEND:20260101T000100Z",
+                        "RRULE:FREQ=MINUTELY;INTERVAL=2"), UTC, Limits(100))
+    assert answer(obj, W((2026, 1, 2), (2026, 1, 3))) == [
+        Period(T(2026, 1, 2), T(2026, 1, 3))]
+
+
+@pytest.mark.parametrize("rule", [
+    "RRULE:FREQ=DAILY;INTERVAL=0",
+    "RRULE:FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30",
+    "RRULE:FREQ=WEEKLY;BYDAY=XX",
+    "RRULE:FREQ=SOMETIMES",
+])
+def test_unexpandable_rule_is_busy_from_its_start(rule):
+    began = time.monotonic()
+    obj = BusyObject(ev("DTSTART:20260110T100000Z", "DTEND:20260110T110000Z",
+                        rule), UTC, Limits(10000, 0.5))
+    assert answer(obj, JAN) == [Period(T(2026, 1, 10, 10), T(2026, 2, 1))]
+    assert answer(obj, W((2027, 1, 1), (2027, 2, 1))) == [
+        Period(T(2027, 1, 1), T(2027, 2, 1))]
+    assert time.monotonic() - began < 10
+
+
+def test_unexpandable_rule_with_until_is_busy_until_then():
+    obj = BusyObject(ev("DTSTART:20260110T100000Z", "DTEND:20260110T110000Z",
+                        "RRULE:FREQ=WEEKLY;BYDAY=XX;UNTIL=20260120T000000Z"),
+                     UTC)
+    assert answer(obj, JAN) == [Period(T(2026, 1, 10, 10), T(2026, 1, 21))]
+
+
+def test_transparent_broken_rule_adds_nothing():
+    obj = BusyObject(ev("DTSTART:20260110T100000Z", "DTEND:20260110T110000Z",
+                        "TRANSP:TRANSPARENT", "RRULE:FREQ=WEEKLY;BYDAY=XX"),
+                     UTC)
+    assert answer(obj, JAN) == []
+
+
+def test_overflow_near_year_9999_is_busy():
+    obj = BusyObject(ev("DTSTART:20260110T100000Z", "DTEND:99991231T110000Z"),
+                     UTC)
+    assert answer(obj, JAN) == [Period(T(2026, 1, 10, 10), T(2026, 2, 1))]
+
+
+def test_until_before_dtstart_keeps_dtstart():
+    obj = BusyObject(ev("DTSTART:20260110T100000Z", "DTEND:20260110T110000Z",
+                        "RRULE:FREQ=DAILY;UNTIL=20260101T000000Z"), UTC)
+    assert answer(obj, JAN) == [Period(T(2026, 1, 10, 10),
+                                       T(2026, 1, 10, 11))]
+
+
+def test_unparsable_text_counts_what_can_be_read():
+    text = ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\n"
+            "DTSTART;TZID=Europe/Berlin:20260105T100000\r\n"
+            "DURATION:PT2H\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\n"
+            "DTSTART:20260107T100000Z\r\nDTEND:20260107T110000Z\r\n"
+            "RRULE:FREQ=WEEKLY;UNTIL=20260115T000000Z\r\nEND:VEVENT\r\n"
+            "not even a line\r\n")
+    assert normalize(lenient_periods(text, UTC), JAN) == [
+        Period(T(2026, 1, 5, 9), T(2026, 1, 5, 11)),
+        Period(T(2026, 1, 7, 10), T(2026, 1, 16))]
+    obj = BusyObject("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:2026\r\n",
+                     UTC)
+    assert answer(obj, JAN) == [Period(JAN.start, JAN.end)]
+
+
+def test_memory_of_one_object_is_bounded():
+    obj = BusyObject(ev("DTSTART:18000101T000000Z", "DTEND:18000101T000001Z",
+                        "RRULE:FREQ=SECONDLY"), UTC, Limits(10000))
+    for year in range(1800, 2990, 10):
+        assert answer(obj, W((year, 1, 1), (year + 5, 1, 1)))
+    assert obj.cost < 50000
+
+
+def test_time_limit_stops_a_loop_and_leaves_no_stray_exception():
+    with pytest.raises(TimeLimitExceeded):
+        with time_limit(0.2):
+            while True:
+                pass
+    with time_limit(0.2):
+        pass
+    time.sleep(0.4)  # a stray exception would surface here
+    results = []
+
+    def spin(seconds):
+        try:
+            with time_limit(seconds):
+                while True:
+                    pass
+        except TimeLimitExceeded:
+            results.append(seconds)
+
+    threads = [threading.Thread(target=spin, args=(0.1 * n,))
+               for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 4
