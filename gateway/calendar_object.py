@@ -297,6 +297,18 @@ class BusyObject:
             self._fixed = lenient_periods(text, floating_zone)
             self._fixed_index()
             return
+        try:
+            self._load(calendar, floating_zone)
+        except Exception as e:  # last resort: never free, never a 500
+            logger.exception("Calendar object %s could not be loaded",
+                             origin)
+            self._warn("cannot be read (%s); counting it as busy at all "
+                       "times" % _short(e))
+            self._series = []
+            self._fixed = [Period(EARLIEST, LATEST, BUSY)]
+        self._fixed_index()
+
+    def _load(self, calendar, floating_zone: datetime.tzinfo) -> None:
         vtimezones = []
         groups: Dict[str, List] = {}
         for component in calendar.subcomponents:
@@ -327,7 +339,6 @@ class BusyObject:
                 self._expand_single(series)
             else:
                 self._series.append(series)
-        self._fixed_index()
 
     # -- answering --------------------------------------------------------
 
@@ -341,6 +352,17 @@ class BusyObject:
                 excluding: frozenset = frozenset()) -> List[Period]:
         """Busy periods overlapping ``window`` (not clipped, not merged),
         without those declined by any address in ``excluding``."""
+        try:
+            return self._periods(window, excluding)
+        except Exception as e:  # last resort: never free, never a 500
+            logger.exception("Calendar object %s failed for %s..%s",
+                             self.origin, window.start, window.end)
+            self._warn("cannot be answered (%s); counting the window as "
+                       "busy" % _short(e))
+            return [Period(window.start, window.end, BUSY)]
+
+    def _periods(self, window: Window,
+                 excluding: frozenset) -> List[Period]:
         found: List[Period] = []
         if self._series:
             with self._lock:
@@ -495,7 +517,7 @@ def _short(error: BaseException) -> str:
         type(error).__name__
 
 
-# -- what is left when expansion fails -----------------------------------------
+# -- what is left when expansion fails ----------------------------------------
 
 def _component_time(component, name: str):
     prop = component.get(name)
@@ -524,27 +546,35 @@ def _fallback_periods(components: Iterable, zone: datetime.tzinfo
             fbtype = BUSY
         if fbtype is None:
             continue
-        start = _component_time(component, "DTSTART")
-        if not isinstance(start, datetime.date):
-            out.append(Period(EARLIEST, LATEST, BUSY))
-            continue
-        start_utc = safe_utc(start, zone)
-        end_value = _component_time(component, "DTEND")
-        duration = _component_time(component, "DURATION")
-        if isinstance(end_value, datetime.date):
-            end_utc = safe_utc(end_value, zone)
-        elif isinstance(duration, datetime.timedelta):
-            end_utc = min(LATEST, start_utc + duration) \
-                if start_utc < LATEST - duration else LATEST
-        elif not isinstance(start, datetime.datetime):
-            end_utc = min(LATEST, start_utc + datetime.timedelta(days=1))
-        else:
-            end_utc = start_utc
-        if "RRULE" in component or "RDATE" in component:
-            end_utc = max(end_utc, _rule_until(component, zone))
-        if end_utc > start_utc:
-            out.append(Period(start_utc, end_utc, fbtype))
+        try:
+            out.extend(_component_fallback(component, zone, fbtype))
+        except (OverflowError, ValueError, TypeError, AttributeError):
+            out.append(Period(EARLIEST, LATEST, fbtype))
     return out
+
+
+def _component_fallback(component, zone: datetime.tzinfo,
+                        fbtype: str) -> List[Period]:
+    start = _component_time(component, "DTSTART")
+    if not isinstance(start, datetime.date):
+        return [Period(EARLIEST, LATEST, BUSY)]
+    start_utc = safe_utc(start, zone)
+    end_value = _component_time(component, "DTEND")
+    duration = _component_time(component, "DURATION")
+    if isinstance(end_value, datetime.date):
+        end_utc = safe_utc(end_value, zone)
+    elif isinstance(duration, datetime.timedelta):
+        end_utc = start_utc + duration \
+            if EARLIEST + abs(duration) < start_utc < LATEST - abs(duration) \
+            else LATEST
+    elif not isinstance(start, datetime.datetime):
+        end_utc = min(LATEST, start_utc + datetime.timedelta(days=1))
+    else:
+        end_utc = start_utc
+    if "RRULE" in component or "RDATE" in component:
+        end_utc = max(end_utc, _rule_until(component, zone))
+    return [Period(start_utc, end_utc, fbtype)] if end_utc > start_utc \
+        else []
 
 
 _UNTIL_RE = re.compile(r"UNTIL=(\d{8}(?:T\d{6}Z?)?)", re.I)
@@ -561,8 +591,8 @@ def _rule_until(component, zone: datetime.tzinfo) -> datetime.datetime:
     if not match:
         return LATEST
     value = _parse_ical_time(match.group(1), None)
-    return LATEST if value is None else max(
-        safe_utc(value, zone) + datetime.timedelta(days=1), EARLIEST)
+    return LATEST if value is None else min(LATEST, max(
+        safe_utc(value, zone) + datetime.timedelta(days=1), EARLIEST))
 
 
 _LINE_RE = re.compile(r"^([A-Za-z-]+)((?:;[^:]*)?):(.*)$")

@@ -169,8 +169,9 @@ class LocalEngine:
             changed = [href for href, fp in fingerprints.items()
                        if fp is None or listing.fingerprints.get(href) != fp
                        or href not in listing.etags]
+            read = self._read_items(collection, changed) if changed else {}
             for href in changed:
-                item = self._read_item(collection, href)
+                item = read.get(href)
                 if isinstance(item, BusyObject):
                     raw[href] = item
                     listing.etags[href] = "raw:%s" % item.origin_etag
@@ -206,8 +207,8 @@ class LocalEngine:
             if busy_object is None:
                 busy_object = raw.get(href)
                 if busy_object is None:
-                    item = items.get(href) or self._read_item(collection,
-                                                              href)
+                    item = items.get(href) or self._read_items(
+                        collection, [href]).get(href)
                     if item is None:
                         continue
                     busy_object = item if isinstance(item, BusyObject) \
@@ -226,17 +227,33 @@ class LocalEngine:
         listing.etags.pop(href, None)
         listing.ranges.pop(href, None)
 
-    def _read_item(self, collection, href: str):
-        """Radicale's item for ``href``; for a file Radicale cannot load
-        (written by another program), a BusyObject read from the raw file
-        so that it still counts; None when the file is gone."""
-        try:
-            item = next((i for _, i in collection.get_multi([href])), None)
-            if item is not None:
-                return item
-            error = "Radicale skipped it"
-        except Exception as e:  # Radicale wraps every load error
-            error = str(e.__cause__ or e)
+    def _read_items(self, collection, hrefs: List[str]) -> Dict[str, object]:
+        """Radicale's items for ``hrefs``, read in one ``get_multi`` where
+        possible (each call lists the folder); a file Radicale cannot load
+        (written by another program) becomes a BusyObject read from the
+        raw file, so that it still counts.  Gone files are left out."""
+        out: Dict[str, object] = {}
+        remaining = list(hrefs)
+        while remaining:
+            try:
+                for href, item in collection.get_multi(remaining):
+                    out[href] = item if item is not None else \
+                        self._raw_object(collection, href,
+                                         "Radicale skipped it")
+                remaining = []
+            except Exception as e:  # Radicale wraps every load error
+                failed = next(h for h in remaining if h not in out)
+                out[failed] = self._raw_object(collection, failed,
+                                               str(e.__cause__ or e))
+                remaining = [h for h in remaining if h not in out]
+        for href in hrefs:
+            if href not in out:  # over Radicale's max_resource_size
+                out[href] = self._raw_object(collection, href,
+                                             "Radicale did not return it")
+        return {h: i for h, i in out.items() if i is not None}
+
+    def _raw_object(self, collection, href: str,
+                    error: str) -> Optional[BusyObject]:
         path = os.path.join(getattr(collection, "_filesystem_path", ""),
                             href)
         try:
