@@ -8,19 +8,25 @@ body is read once and checked by the hardened parser before Radicale or
 the gateway sees it.
 """
 
+import base64
+import functools
 import io
 import logging
 from typing import Optional
 
 import radicale
 from radicale import httputils
+from radicale import storage as radicale_storage
+from radicale.app.base import Access
 
-from gateway import radicale_compat, xmlsafe
+from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway.faces import report, scheduling
 from gateway.fanout import FanOut
 from gateway.http import HOPS_HEADER, HttpClient
-from gateway.local import AVAILABILITY_KEY, LocalEngine
+from gateway.calendar_object import Limits
+from gateway.local import (AVAILABILITY_KEY, TIMEZONE_KEY,
+                           LocalEngine)
 from gateway.provider import load_provider
 
 logger = logging.getLogger(__name__)
@@ -56,32 +62,115 @@ def load_providers(gateway_config: GatewayConfig):
             for p in gateway_config.providers]
 
 
+#: Where a Content-Type hidden from Radicale (see _handle_request) is kept.
+ORIGINAL_CONTENT_TYPE = "fbgateway.original_content_type"
+
+
+_ASCII_PROBE = b"Basic:user+name/09=-_."
+
+
+def _known_charset(charset: str) -> bool:
+    """Can Radicale decode credentials with this charset: a known text
+    encoding that reads ASCII as ASCII (not UTF-16, UTF-32, base64)?"""
+    try:
+        return _ASCII_PROBE.decode(charset) == _ASCII_PROBE.decode("ascii")
+    except (LookupError, ValueError, TypeError):
+        return False
+
+
+def _login_first(method):
+    """Answer an anonymous request 401 (Radicale adds WWW-Authenticate to
+    NOT_ALLOWED for anonymous users) when the anonymous user has no right
+    there, before the method can tell whether ``path`` exists."""
+    @functools.wraps(method)
+    def handler(self, environ, base_prefix, path, user, user_groups,
+                request_info):
+        if not user and self._anonymous_refused(path):
+            return httputils.NOT_ALLOWED
+        return method(self, environ, base_prefix, path, user, user_groups,
+                      request_info)
+    return handler
+
+
 class GatewayApplication(radicale.Application):
     """Radicale plus the gateway's free/busy faces."""
 
     def __init__(self, gateway_config: GatewayConfig,
                  providers=None) -> None:
         radicale_compat.check_version()
-        radicale_compat.allow_freebusy_components()
+        radicale_compat.self_test()
         super().__init__(gateway_config.radicale)
         self.gateway_config = gateway_config
         self.gateway_options = gateway_config.gateway
         self.local = LocalEngine(
             self._storage, self._rights,
-            max_occurrences=self.configuration.get(
-                "reporting", "max_freebusy_occurrence"),
+            limits=Limits(self.configuration.get(
+                "reporting", "max_freebusy_occurrence")),
             addresses_of=lambda owner: scheduling.user_addresses(
                 owner, self.gateway_options["domains"]))
         options = self.gateway_options
         self.providers = load_providers(gateway_config) \
             if providers is None else providers
-        self.fanout = FanOut(options["domains"], self.local.lookup_user,
+        self.fanout = FanOut(options["domains"], self._lookup_local,
                              self.providers, options["cache_ttl"],
                              options["timeout"], options["max_hops"],
                              local_username=_username_rule(
                                  self.configuration))
 
+    # -- who may see whose free/busy, and who must log in first -----------
+
+    def _lookup_local(self, owner: str, window, user: str,
+                      user_groups: set):
+        """One local user's busy time under ``[gateway] freebusy_access``:
+        ``authenticated`` shows it to every logged-in user whatever the
+        rights file says; ``rights`` leaves it to Radicale's r/f rights."""
+        return self.local.lookup_user(
+            owner, window, user, user_groups,
+            check_rights=not self.open_to(user))
+
+    def open_to(self, user: str) -> bool:
+        """Does ``user`` see every local user's busy time without rights?"""
+        return bool(user) and \
+            self.gateway_options.get(
+            "freebusy_access", "authenticated") == "authenticated"
+
+    def _anonymous_refused(self, path: str) -> bool:
+        """An anonymous request for ``path`` where the rights give the
+        anonymous user nothing at all: 401 before anything is looked up,
+        so existing and missing users, calendars and events look alike.
+        Top-level names starting with a dot (Radicale's web UI,
+        /.well-known, the gateway's own routes) decide for themselves."""
+        first = path.strip("/").split("/", 1)[0]
+        if not first or first.startswith("."):
+            return False
+        access = Access(self._rights, "", set(), path)
+        return not (access.permissions or access.parent_permissions)
+
     # -- request bodies ---------------------------------------------------
+
+    def _handle_request(self, environ):
+        """Radicale decodes even the Basic credentials with the charset of
+        the request's Content-Type, and answers 500 for one it does not
+        know or one that does not read ASCII as ASCII (UTF-16): hide such
+        a charset from Radicale (its own methods then read bodies as
+        UTF-8); the outbox POST still reads the body in it."""
+        problem = _credentials_problem(environ.get("HTTP_AUTHORIZATION",
+                                                   ""))
+        if problem:
+            # Radicale would split credentials without a colon and fail.
+            logger.info("Refused %s %r: %s", environ.get("REQUEST_METHOD"),
+                        environ.get("PATH_INFO", ""), problem)
+            return ("400 Bad Request",
+                    [("Content-Type", "text/plain; charset=utf-8")],
+                    [problem.encode("utf-8")])
+        content_type = environ.get("CONTENT_TYPE") or ""
+        if "charset=" in content_type and not _known_charset(
+                content_type.split("charset=")[1].split(";")[0].strip()):
+            environ[ORIGINAL_CONTENT_TYPE] = content_type
+            environ["CONTENT_TYPE"] = ";".join(
+                part for part in content_type.split(";")
+                if "charset=" not in part)
+        return super()._handle_request(environ)
 
     def _read_body(self, environ) -> bytes:
         body = httputils.read_raw_request_body(self.configuration, environ)
@@ -99,6 +188,7 @@ class GatewayApplication(radicale.Application):
 
     # -- methods ----------------------------------------------------------
 
+    @_login_first
     def do_REPORT(self, environ, base_prefix, path, user, user_groups,
                   request_info):
         if scheduling.box_of(path):
@@ -113,6 +203,11 @@ class GatewayApplication(radicale.Application):
             return report.free_busy_report(
                 self, root, path, user, user_groups,
                 environ.get("HTTP_DEPTH"))
+        if root is not None and any(
+                not (href.text or "").strip()
+                for href in root.iter(xmlsafe.clark("D:href"))):
+            # Radicale answers an empty multiget href with a 500.
+            return _bad_request("empty DAV:href in REPORT body")
         return super().do_REPORT(environ, base_prefix, path, user,
                                  user_groups, request_info)
 
@@ -136,6 +231,7 @@ class GatewayApplication(radicale.Application):
             return box, httputils.NOT_ALLOWED
         return box, None
 
+    @_login_first
     def do_PROPFIND(self, environ, base_prefix, path, user, user_groups,
                     request_info):
         try:
@@ -173,6 +269,23 @@ class GatewayApplication(radicale.Application):
                 "/%s/" % owner, depth="0")), None)
             return principal.get_meta(AVAILABILITY_KEY) if principal else None
 
+    def _organizer_zone(self, user: str):
+        """Zone of floating times in ``user``'s outbox POST: the
+        CALDAV:calendar-timezone of their first calendar (by name) that
+        has one, else UTC."""
+        with self._storage.acquire_lock("r", user):
+            calendars = sorted(
+                (c for c in self._storage.discover("/%s/" % user, depth="1")
+                 if isinstance(c, radicale_storage.BaseCollection)
+                 and c.path != user and c.tag == "VCALENDAR"),
+                key=lambda c: c.path)
+            for calendar in calendars:
+                text = calendar.get_meta(TIMEZONE_KEY)
+                if text and str(text).strip():
+                    return timezones.zone_from_calendar_timezone(str(text))
+        return timezones.UTC
+
+    @_login_first
     def do_PROPPATCH(self, environ, base_prefix, path, user, user_groups,
                      request_info):
         try:
@@ -185,29 +298,60 @@ class GatewayApplication(radicale.Application):
         if box:
             if box[1] != scheduling.INBOX or root is None:
                 return 403, XML, None, None
-            try:
-                found, text = scheduling.parse_availability_patch(root)
-            except ValueError as e:
-                return _bad_request(str(e))
-            if not found:
-                return _bad_request("nothing to change")
-            with self._storage.acquire_lock("w", user):
-                principal = next(iter(self._storage.discover(
-                    "/%s/" % user, depth="0")), None)
-                if principal is None:
-                    return httputils.NOT_FOUND
-                meta = dict(principal.get_meta())
-                if text is None:
-                    meta.pop(AVAILABILITY_KEY, None)
-                else:
-                    meta[AVAILABILITY_KEY] = text
-                principal.set_meta(meta)
-            names = [c.tag for a in root for p in a for c in p]
-            return _multistatus(scheduling.proppatch_ok(base_prefix, path,
-                                                        names))
+            return self._patch_inbox(base_prefix, path, user, root)
+        found = scheduling.instructions(root)
+        problems = [p for p in (scheduling.collection_problem(is_set, e)
+                                for is_set, e in found) if p]
+        if problems and self._may_patch(path, user, user_groups):
+            # RFC 4918 9.2: all or nothing; Radicale is never called.
+            logger.info("Refused PROPPATCH on %r: %s", path,
+                        "; ".join(p.text for p in problems))
+            return _multistatus(scheduling.refused_multistatus(
+                base_prefix, path, found, problems))
         self._store_transp_as_text(environ, root)
         return super().do_PROPPATCH(environ, base_prefix, path, user,
                                     user_groups, request_info)
+
+    def _may_patch(self, path: str, user: str, user_groups) -> bool:
+        """Would Radicale's PROPPATCH get as far as the values?  Only then
+        does a bad value get its 207; otherwise Radicale answers (403, 404)
+        as it always does, so a refusal tells nothing new."""
+        access = Access(self._rights, user, user_groups, path)
+        if not access.check("w"):
+            return False
+        with self._storage.acquire_lock("r", user):
+            item = next(iter(self._storage.discover(path)), None)
+        return isinstance(item, radicale_storage.BaseCollection) and \
+            access.check("w", item)
+
+    def _patch_inbox(self, base_prefix, path, user, root):
+        """CALDAV:calendar-availability on the inbox: every instruction
+        checked first, then all applied in document order, or none."""
+        found = scheduling.instructions(root)
+        if not found:
+            return _bad_request("PROPPATCH names no property")
+        problems = [p for p in (scheduling.inbox_problem(is_set, e)
+                                for is_set, e in found) if p]
+        if problems:
+            logger.info("Refused inbox PROPPATCH by %r: %s", user,
+                        "; ".join(p.text for p in problems))
+            return _multistatus(scheduling.refused_multistatus(
+                base_prefix, path, found, problems))
+        with self._storage.acquire_lock("w", user):
+            principal = next(iter(self._storage.discover(
+                "/%s/" % user, depth="0")), None)
+            if principal is None:
+                return httputils.NOT_FOUND
+            meta = dict(principal.get_meta())
+            for is_set, element in found:
+                if is_set:
+                    meta[AVAILABILITY_KEY] = scheduling.availability_value(
+                        element.text or "")
+                else:
+                    meta.pop(AVAILABILITY_KEY, None)
+            principal.set_meta(meta)
+        return _multistatus(scheduling.proppatch_ok(
+            base_prefix, path, list(dict.fromkeys(e.tag for _, e in found))))
 
     def _store_transp_as_text(self, environ, root) -> None:
         """Hand Radicale schedule-calendar-transp in a form it keeps."""
@@ -225,20 +369,44 @@ class GatewayApplication(radicale.Application):
             root = self._xml_body(environ)
         except xmlsafe.XMLError as e:
             return _bad_request(str(e))
+        found = scheduling.instructions(root)
+        problems = [p for p in (scheduling.collection_problem(is_set, e)
+                                for is_set, e in found) if p]
+        if problems and self._may_create(path, user, user_groups):
+            logger.info("Refused %s on %r: %s", method, path,
+                        "; ".join(p.text for p in problems))
+            if method == "MKCOL":   # RFC 5689 3: 403 with mkcol-response
+                return 403, XML, scheduling.refused_mkcol(found,
+                                                          problems), None
+            # RFC 4791 5.3.1.1: 207, nothing created
+            return _multistatus(scheduling.refused_multistatus(
+                base_prefix, path, found, problems))
         self._store_transp_as_text(environ, root)
         return getattr(super(), "do_" + method)(
             environ, base_prefix, path, user, user_groups, request_info)
 
+    def _may_create(self, path: str, user: str, user_groups) -> bool:
+        """Would Radicale's MKCALENDAR/MKCOL get as far as the properties
+        (a right to create, nothing there yet)?"""
+        if not set("wW") & set(self._rights.authorization(
+                user, user_groups, path)):
+            return False
+        with self._storage.acquire_lock("r", user):
+            return next(iter(self._storage.discover(path)), None) is None
+
+    @_login_first
     def do_MKCALENDAR(self, environ, base_prefix, path, user, user_groups,
                       request_info):
         return self._create_collection("MKCALENDAR", environ, base_prefix,
                                        path, user, user_groups, request_info)
 
+    @_login_first
     def do_MKCOL(self, environ, base_prefix, path, user, user_groups,
                  request_info):
         return self._create_collection("MKCOL", environ, base_prefix, path,
                                        user, user_groups, request_info)
 
+    @_login_first
     def do_POST(self, environ, base_prefix, path, user, user_groups,
                 request_info):
         box, refused = self._own_box(path, user)
@@ -253,9 +421,11 @@ class GatewayApplication(radicale.Application):
         options = self.gateway_options
         try:
             request = scheduling.parse_request(
-                body, environ.get("CONTENT_TYPE", ""),
+                body, environ.get(ORIGINAL_CONTENT_TYPE,
+                                  environ.get("CONTENT_TYPE", "")),
                 scheduling.user_addresses(user, options["domains"]),
-                options["max_window_days"])
+                options["max_window_days"],
+                floating_zone=lambda: self._organizer_zone(user))
         except scheduling.SchedulingError as e:
             logger.info("Refused outbox POST by %r: %s", user, e.text)
             return e.status, XML, e.body(), None
@@ -267,6 +437,20 @@ class GatewayApplication(radicale.Application):
             hops=_incoming_hops(environ))
         return 200, XML, scheduling.schedule_response(
             request, results, over_limit), None
+
+
+def _credentials_problem(authorization: str) -> Optional[str]:
+    """Why Basic credentials cannot be read (Radicale would answer 500)."""
+    if not authorization.startswith("Basic"):
+        return None
+    try:
+        decoded = base64.b64decode(authorization[5:].strip().encode("ascii"),
+                                   validate=True)
+    except (ValueError, UnicodeError):
+        return "malformed Basic credentials"
+    if b":" not in decoded:
+        return "malformed Basic credentials (no colon)"
+    return None
 
 
 def _username_rule(configuration):
@@ -296,6 +480,7 @@ def _refuse_on_boxes(method: str):
                 httputils.NOT_ALLOWED
         return getattr(super(GatewayApplication, self), "do_" + method)(
             environ, base_prefix, path, user, user_groups, request_info)
+    handler = _login_first(handler)
     handler.__name__ = "do_" + method
     handler.__doc__ = ("Radicale's %s, refused on the inbox and outbox."
                        % method)

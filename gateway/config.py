@@ -83,6 +83,12 @@ class Option(NamedTuple):
     help: str
 
 
+def _freebusy_access(value: str) -> str:
+    if value.strip().lower() not in ("authenticated", "rights"):
+        raise ValueError("must be authenticated or rights")
+    return value.strip().lower()
+
+
 GATEWAY_SCHEMA: Dict[str, Option] = {
     "domains": Option(domain_list, None, "Mail domains of local users: "
                       "user@domain is the Radicale user 'user', for every "
@@ -99,6 +105,11 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                             "outbox POST may name; the rest get 5.1."),
     "max_hops": Option(_positive_int, "2", "How many gateways a federated "
                        "request may pass; stops two peers looping."),
+    "freebusy_access": Option(_freebusy_access, "authenticated", "Who sees "
+                              "a local user's busy time: 'authenticated' "
+                              "(every logged-in user, whatever the rights "
+                              "file says) or 'rights' (Radicale's r or f "
+                              "right on each calendar decides)."),
     "threads": Option(_positive_int, "32", "Requests answered at once by "
                       "fbgateway serve (at least [server] max_connections);"
                       " outbox POSTs hold one while foreign systems answer."),

@@ -124,9 +124,15 @@ def test_bad_calendar_availability_is_refused(gateway):
             "/bob/.schedule-inbox/",
             "<C:calendar-availability>%s</C:calendar-availability>" % value,
             "bob")
-        assert response.status_code in (400, 403, 207)
-        if response.status_code == 207:
-            assert "200 OK" not in response.text
+        # RFC 4918 9.2 / RFC 7953: 207, the property 403 with
+        # CALDAV:valid-calendar-data, nothing stored.
+        assert response.status_code == 207, response.text
+        assert "200 OK" not in response.text
+        root = etree.fromstring(response.content)
+        propstat = root.find(".//%spropstat" % D)
+        assert "403" in propstat.findtext(D + "status")
+        assert propstat.find("%serror/%svalid-calendar-data" % (D, C)) \
+            is not None
     after = gateway.request(
         "PROPFIND", "/bob/.schedule-inbox/",
         '<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:'
@@ -142,12 +148,13 @@ def test_bad_calendar_availability_is_refused(gateway):
 
 
 def test_no_authority_when_calendars_are_private(gateway_factory):
-    """bob's calendars exist but alice may not see even their free/busy:
-    3.8, not an empty (free) answer."""
+    """With ``freebusy_access = rights``, bob's calendars exist but alice
+    may not see even their free/busy: 3.8, not an empty (free) answer."""
     rights = ("[root]\nuser: .+\ncollection:\npermissions: R\n"
               "[owner]\nuser: .+\ncollection: {user}(/.*)?\n"
               "permissions: RWrw\n")
-    gateway = gateway_factory(rights=rights)
+    gateway = gateway_factory(rights=rights,
+                              extra="freebusy_access = rights\n")
     gateway.put(gateway.mkcalendar("bob", "work") + "1.ics",
                 event("b1", "20260105T090000Z", "20260105T100000Z"), "bob")
     answer = principal_for(gateway, "alice").freebusy_request(

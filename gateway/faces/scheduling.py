@@ -20,8 +20,9 @@ collections, so they cannot collide with a user's calendars.
 
 import datetime
 import logging
+import zoneinfo
 from http import client
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import icalendar
 from lxml import etree
@@ -220,36 +221,201 @@ def box_propfind(base_prefix: str, owner: str, box: str,
     return xmlsafe.tostring(multistatus)
 
 
-def parse_availability_patch(root) -> Tuple[bool, Optional[str]]:
-    """(found, text or None to remove) for calendar-availability.
+# -- property values: checked before anything is stored ---------------------
 
-    Raises ValueError when the value is not iCalendar with a VAVAILABILITY.
-    """
+TIMEZONE = xmlsafe.clark("C:calendar-timezone")
+_SET, _REMOVE = xmlsafe.clark("D:set"), xmlsafe.clark("D:remove")
+
+
+class PropertyProblem(NamedTuple):
+    """Why one property of a PROPPATCH/MKCALENDAR/MKCOL cannot be set."""
+
+    tag: str
+    status: int
+    #: precondition element (``C:valid-calendar-data``) or None
+    precondition: Optional[str]
+    text: str
+
+
+def instructions(root) -> List[Tuple[bool, object]]:
+    """(is_set, property element) of a propertyupdate, mkcalendar or
+    mkcol body, in document order (RFC 4918 9.2)."""
+    if root is None:
+        return []
+    found = []
     for action in root:
-        is_set = action.tag == xmlsafe.clark("D:set")
-        if action.tag not in (xmlsafe.clark("D:set"),
-                              xmlsafe.clark("D:remove")):
+        if action.tag not in (_SET, _REMOVE):
             continue
         for prop in action.iterfind(xmlsafe.clark("D:prop")):
             for child in prop:
-                if child.tag not in AVAILABILITY_PROPS:
-                    raise ValueError("only calendar-availability can be "
-                                     "set on the inbox")
-                if not is_set:
-                    return True, None
-                text = (child.text or "").strip()
-                try:
-                    calendar = icalendar.Calendar.from_ical(text)
-                except Exception as e:
-                    raise ValueError("calendar-availability is not "
-                                     "iCalendar: %s" % e) from None
-                if not any(c.name == "VAVAILABILITY"
-                           for c in calendar.subcomponents):
-                    raise ValueError("calendar-availability holds no "
-                                     "VAVAILABILITY")
-                return True, text.replace("\r\n", "\n").replace(
-                    "\n", "\r\n") + "\r\n"
-    return False, None
+                if isinstance(child.tag, str):
+                    found.append((action.tag == _SET, child))
+    return found
+
+
+def _calendar_or_reason(text: str):
+    """(calendar, None) or (None, why it is not one iCalendar object)."""
+    if not text.strip():
+        return None, "empty value"
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+    except Exception as e:  # icalendar raises many kinds on bad input
+        return None, "not iCalendar (%s)" % _short(e)
+    if getattr(calendar, "name", None) != "VCALENDAR":
+        return None, "not a VCALENDAR object"
+    return calendar, None
+
+
+def timezone_problem(text: str) -> Optional[str]:
+    """Why a CALDAV:calendar-timezone value is unusable, or None.
+
+    RFC 4791 5.2.2: an iCalendar object with exactly one VTIMEZONE.  Its
+    TZID must be an IANA name or the VTIMEZONE must carry usable rules,
+    since the value decides how floating times become busy time.
+    """
+    calendar, why = _calendar_or_reason(text)
+    if calendar is None:
+        return why
+    zones = [c for c in calendar.subcomponents if c.name == "VTIMEZONE"]
+    others = sorted({c.name for c in calendar.subcomponents
+                     if c.name != "VTIMEZONE"})
+    if others:
+        return "only a VTIMEZONE may be in it, not %s" % ", ".join(others)
+    if len(zones) != 1:
+        return "it needs exactly one VTIMEZONE, not %d" % len(zones)
+    tzid = zones[0].get("TZID")
+    if tzid is None or isinstance(tzid, list) or not str(tzid).strip():
+        return "its VTIMEZONE needs one TZID"
+    if named_zone(str(tzid)) is not None:
+        return None
+    if not any(c.name in ("STANDARD", "DAYLIGHT")
+               for c in zones[0].subcomponents):
+        return "TZID %r is not a known zone and has no rules" % str(tzid)
+    try:
+        zones[0].to_tz()
+    except Exception as e:  # broken STANDARD/DAYLIGHT rules
+        return "TZID %r is not a known zone and its rules are unusable " \
+            "(%s)" % (str(tzid), _short(e))
+    return None
+
+
+def named_zone(tzid: str) -> Optional[datetime.tzinfo]:
+    """The IANA zone called ``tzid``, or None."""
+    try:
+        return zoneinfo.ZoneInfo(tzid.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    except Exception:  # odd names (NUL, very long) raise other kinds
+        return None
+
+
+def availability_problem(text: str) -> Optional[str]:
+    """Why a CALDAV:calendar-availability value is unusable, or None
+    (RFC 7953 7.2.4: VAVAILABILITY components, with their VTIMEZONEs)."""
+    calendar, why = _calendar_or_reason(text)
+    if calendar is None:
+        return why
+    names = [c.name for c in calendar.subcomponents]
+    if "VAVAILABILITY" not in names:
+        return "it holds no VAVAILABILITY"
+    others = sorted(set(names) - {"VAVAILABILITY", "VTIMEZONE"})
+    if others:
+        return "only VAVAILABILITY and VTIMEZONE may be in it, not %s" % \
+            ", ".join(others)
+    return None
+
+
+def collection_problem(is_set: bool, element) -> Optional[PropertyProblem]:
+    """Check one property of a calendar PROPPATCH, MKCALENDAR or MKCOL."""
+    if not is_set:
+        return None
+    if element.tag == TIMEZONE:
+        why = timezone_problem(element.text or "")
+        if why:
+            return PropertyProblem(element.tag, 403, "C:valid-calendar-data",
+                                   "calendar-timezone: %s" % why)
+    elif element.tag == TRANSP:
+        children = [c.tag for c in element if isinstance(c.tag, str)]
+        text = (element.text or "").strip()
+        if children and (text or len(children) != 1 or children[0] not in (
+                xmlsafe.clark("C:opaque"), xmlsafe.clark("C:transparent"))):
+            ok = False
+        elif not children:
+            ok = text.lower() in ("opaque", "transparent")
+        else:
+            ok = True
+        if not ok:
+            # RFC 4918 9.2: 409 for a value whose semantics do not fit.
+            return PropertyProblem(element.tag, 409, None,
+                                   "schedule-calendar-transp must be "
+                                   "<C:opaque/> or <C:transparent/>")
+    return None
+
+
+def inbox_problem(is_set: bool, element) -> Optional[PropertyProblem]:
+    """Check one property of an inbox PROPPATCH."""
+    if element.tag not in AVAILABILITY_PROPS:
+        return PropertyProblem(element.tag, 403, None,
+                               "only calendar-availability can be changed "
+                               "on the scheduling inbox")
+    if is_set:
+        why = availability_problem(element.text or "")
+        if why:
+            return PropertyProblem(element.tag, 403, "C:valid-calendar-data",
+                                   "calendar-availability: %s" % why)
+    return None
+
+
+def availability_value(text: str) -> str:
+    """A checked calendar-availability value as stored (CRLF lines)."""
+    return text.strip().replace("\r\n", "\n").replace("\n", "\r\n") + \
+        "\r\n"
+
+
+def _propstats(parent, found, problems: List[PropertyProblem]) -> None:
+    failed = {p.tag for p in problems}
+    for problem in problems:
+        propstat = etree.SubElement(parent, xmlsafe.clark("D:propstat"))
+        prop = etree.SubElement(propstat, xmlsafe.clark("D:prop"))
+        etree.SubElement(prop, problem.tag)
+        etree.SubElement(propstat, xmlsafe.clark("D:status")).text = \
+            "HTTP/1.1 %d %s" % (problem.status, client.responses.get(
+                problem.status, ""))
+        if problem.precondition:
+            error = xmlsafe.element("D:error", parent=propstat)
+            xmlsafe.element(problem.precondition, parent=error)
+        xmlsafe.element("D:responsedescription", problem.text,
+                        parent=propstat)
+    others = []
+    for _, element in found:
+        if element.tag not in failed and element.tag not in others:
+            others.append(element.tag)
+    if others:
+        propstat = etree.SubElement(parent, xmlsafe.clark("D:propstat"))
+        prop = etree.SubElement(propstat, xmlsafe.clark("D:prop"))
+        for tag in others:
+            etree.SubElement(prop, tag)
+        etree.SubElement(propstat, xmlsafe.clark("D:status")).text = \
+            "HTTP/1.1 424 Failed Dependency"
+
+
+def refused_multistatus(base_prefix: str, path: str, found,
+                        problems: List[PropertyProblem]) -> bytes:
+    """207 body of a PROPPATCH (or MKCALENDAR, RFC 4791 5.3.1.1) that
+    changed nothing: the failed properties with their reasons, every other
+    one 424 Failed Dependency (RFC 4918 9.2.1)."""
+    multistatus = xmlsafe.element("D:multistatus")
+    response = xmlsafe.element("D:response", parent=multistatus)
+    xmlsafe.element("D:href", _href(base_prefix, path), parent=response)
+    _propstats(response, found, problems)
+    return xmlsafe.tostring(multistatus)
+
+
+def refused_mkcol(found, problems: List[PropertyProblem]) -> bytes:
+    """403 body of an extended MKCOL that created nothing (RFC 5689 3)."""
+    root = xmlsafe.element("D:mkcol-response")
+    _propstats(root, found, problems)
+    return xmlsafe.tostring(root)
 
 
 def proppatch_ok(base_prefix: str, path: str, names: List[str]) -> bytes:
@@ -263,6 +429,15 @@ def proppatch_ok(base_prefix: str, path: str, names: List[str]) -> bytes:
     etree.SubElement(propstat, xmlsafe.clark("D:status")).text = \
         "HTTP/1.1 200 OK"
     return xmlsafe.tostring(multistatus)
+
+
+def _short(error: Exception, limit: int = 160) -> str:
+    """An exception's message for a client: a parser's ValueError says
+    what is wrong; anything else is the parser's own trouble."""
+    if not isinstance(error, ValueError):
+        return "the iCalendar parser could not read it"
+    text = " ".join(str(error).split()) or "unreadable"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- the outbox POST ----------------------------------------------------------
@@ -285,6 +460,15 @@ class SchedulingError(Exception):
         return xmlsafe.tostring(error)
 
 
+def _refused(precondition: str, text: str) -> SchedulingError:
+    """RFC 4791 1.3: a failed precondition is 403 with its element."""
+    return SchedulingError(client.FORBIDDEN, precondition, text)
+
+
+def _invalid(text: str) -> SchedulingError:
+    return _refused("C:valid-scheduling-message", text)
+
+
 class FreeBusyRequest:
     """A checked VFREEBUSY METHOD:REQUEST (RFC 5546 3.3.2)."""
 
@@ -304,78 +488,147 @@ class FreeBusyRequest:
         return self.component.get("ORGANIZER")
 
 
-def _utc_property(component, name: str) -> datetime.datetime:
-    if name not in component:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "VFREEBUSY request needs %s" % name)
-    value = component[name].dt
-    if not isinstance(value, datetime.datetime) or value.tzinfo is None:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "%s must be a UTC date-time" % name)
-    return value.astimezone(timezones.UTC)
+#: Years a window may touch: far enough from datetime's limits that no
+#: engine or provider arithmetic (slack days, slot alignment) overflows.
+FIRST_YEAR, LAST_YEAR = 1000, 8999
+
+
+def _one(component, name: str, required: bool = True):
+    """The one property ``name``; refuse it repeated (or missing)."""
+    value = component.get(name)
+    if value is None:
+        if required:
+            raise _invalid("VFREEBUSY request needs %s" % name)
+        return None
+    if isinstance(value, list):
+        raise _invalid("%s appears %d times; a VFREEBUSY request has one"
+                       % (name, len(value)))
+    return value
+
+
+def _utc_property(component, name: str,
+                  floating_zone: Callable[[], datetime.tzinfo]
+                  ) -> datetime.datetime:
+    """DTSTART/DTEND in UTC.
+
+    UTC and TZID values (a VTIMEZONE of the request or an IANA name) are
+    converted; floating date-times and DATE values (midnight) are read in
+    ``floating_zone()``, the organizer's calendar-timezone.
+    """
+    prop = _one(component, name)
+    value = getattr(prop, "dt", None)
+    if not isinstance(value, datetime.date) or isinstance(value,
+                                                          datetime.time):
+        raise _invalid("%s must be a date-time" % name)
+    params = getattr(prop, "params", None) or {}
+    tzid = params.get("TZID")
+    try:
+        if isinstance(value, datetime.datetime) and value.tzinfo is None:
+            if tzid:
+                zone = named_zone(str(tzid))
+                if zone is None:
+                    raise _invalid("%s has TZID %r, which is neither a "
+                                   "VTIMEZONE of the request nor a known "
+                                   "time zone" % (name, str(tzid)[:80]))
+            else:
+                zone = floating_zone()
+            value = value.replace(tzinfo=zone)
+        elif not isinstance(value, datetime.datetime):
+            value = datetime.datetime(value.year, value.month, value.day,
+                                      tzinfo=floating_zone())
+        value = value.astimezone(timezones.UTC)
+    except (OverflowError, ValueError):
+        raise _invalid("%s is outside the range of dates this server "
+                       "handles" % name) from None
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise _invalid("%s must lie in the years %d to %d" % (
+            name, FIRST_YEAR, LAST_YEAR))
+    return value
+
+
+def _decoded(body: bytes, content_type: str) -> str:
+    """The body as text, in its declared charset (UTF-8 by default)."""
+    charset = "utf-8"
+    for parameter in content_type.split(";")[1:]:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip() or "utf-8"
+    try:
+        text = body.decode(charset)
+    except UnicodeError as e:
+        raise _refused("C:valid-calendar-data", "the body is not %s text "
+                       "(%s)" % (charset[:40], _short(e, 80))) from None
+    except (LookupError, ValueError):  # unknown, or not a text encoding
+        raise _refused("C:supported-calendar-data", "unknown charset %r" %
+                       charset[:40]) from None
+    return text.lstrip("\ufeff")
+
+
+def _utc_zone() -> datetime.tzinfo:
+    return timezones.UTC
 
 
 def parse_request(body: bytes, content_type: str, own_addresses: List[str],
-                  max_days: int) -> FreeBusyRequest:
+                  max_days: int,
+                  floating_zone: Callable[[], datetime.tzinfo] = _utc_zone
+                  ) -> FreeBusyRequest:
     """Check a POSTed scheduling message; SchedulingError says what is wrong.
 
-    The order of checks follows sabre/dav and CalDAVTester: media type,
-    iCalendar syntax, METHOD and component, ORGANIZER (403), then the
-    rest of RFC 5546 3.3.2 (400).
+    Every failed precondition is 403 with its element (RFC 4791 1.3; RFC
+    6638 5 lists them; CalDAVTester checks 403).  The order of checks
+    follows sabre/dav and CalDAVTester: media type, iCalendar syntax,
+    METHOD and component, ORGANIZER, then the rest of RFC 5546 3.3.2.
+    ``floating_zone`` (called only when needed) gives the zone of
+    floating DTSTART/DTEND and DATE values.
     """
     if content_type.split(";")[0].strip().lower() != "text/calendar":
-        raise SchedulingError(client.BAD_REQUEST, "C:supported-calendar-data",
-                              "a scheduling POST must be text/calendar")
+        raise _refused("C:supported-calendar-data",
+                       "a scheduling POST must be text/calendar")
     if len(body) > MAX_REQUEST_BYTES:
-        raise SchedulingError(client.BAD_REQUEST, "C:max-resource-size",
-                              "scheduling message too large")
+        raise _refused("C:max-resource-size", "scheduling message larger "
+                       "than %d bytes" % MAX_REQUEST_BYTES)
+    text = _decoded(body, content_type)
     try:
-        calendar = icalendar.Calendar.from_ical(body)
-    except Exception as e:
-        raise SchedulingError(client.BAD_REQUEST, "C:valid-calendar-data",
-                              "not iCalendar: %s" % e) from None
+        calendar = icalendar.Calendar.from_ical(text)
+    except Exception as e:  # icalendar raises many kinds on bad input
+        raise _refused("C:valid-calendar-data",
+                       "not iCalendar: %s" % _short(e)) from None
     if getattr(calendar, "name", None) != "VCALENDAR":
-        raise SchedulingError(client.BAD_REQUEST, "C:valid-calendar-data",
-                              "not a VCALENDAR")
-    method = str(calendar.get("METHOD", "")).upper()
+        raise _refused("C:valid-calendar-data", "not a VCALENDAR")
+    method = calendar.get("METHOD")
+    if method is None or not str(method).strip():
+        raise _invalid("scheduling message needs METHOD")
+    if isinstance(method, list):
+        raise _invalid("METHOD appears %d times" % len(method))
     components = [c for c in calendar.subcomponents if c.name != "VTIMEZONE"]
-    if not method:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "scheduling message needs METHOD")
     if any(c.name != "VFREEBUSY" for c in components):
-        raise SchedulingError(client.NOT_IMPLEMENTED,
-                              "C:valid-scheduling-message",
-                              "only VFREEBUSY requests are handled here; "
-                              "this server does no implicit scheduling")
-    if method != "REQUEST" or len(components) != 1:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "need METHOD:REQUEST and exactly one VFREEBUSY")
+        # RFC 6638 5: the outbox takes VFREEBUSY requests only; everything
+        # else is scheduled implicitly, which this server does not do.
+        raise _invalid("only VFREEBUSY requests can be POSTed to the "
+                       "outbox; this server does no implicit scheduling")
+    if str(method).strip().upper() != "REQUEST" or len(components) != 1:
+        raise _invalid("need METHOD:REQUEST and exactly one VFREEBUSY")
     component = components[0]
     organizer = component.get("ORGANIZER")
+    if isinstance(organizer, list):
+        raise _invalid("ORGANIZER appears %d times" % len(organizer))
     own = {a.lower() for a in own_addresses}
     if organizer is None or str(organizer).strip().lower() not in own:
         raise SchedulingError(client.FORBIDDEN, "C:valid-organizer",
                               "ORGANIZER must be one of your own calendar "
                               "user addresses")
+    _one(component, "UID", required=False)
     attendees = component.get("ATTENDEE", [])
     if not isinstance(attendees, list):
         attendees = [attendees]
     if not attendees:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "VFREEBUSY request needs at least one ATTENDEE")
-    start = _utc_property(component, "DTSTART")
-    end = _utc_property(component, "DTEND")
+        raise _invalid("VFREEBUSY request needs at least one ATTENDEE")
+    start = _utc_property(component, "DTSTART", floating_zone)
+    end = _utc_property(component, "DTEND", floating_zone)
     try:
         window = Window.checked(start, end, max_days)
     except ValueError as e:
-        raise SchedulingError(client.BAD_REQUEST,
-                              "C:valid-scheduling-message",
-                              "invalid DTSTART/DTEND: %s" % e) from None
+        raise _invalid("invalid DTSTART/DTEND: %s" % e) from None
     seen, unique = set(), []
     for attendee in attendees:
         key = str(attendee).strip().lower()
