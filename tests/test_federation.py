@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from lxml import etree
 
 from conftest import free_port
 from fbcheck import assert_same_periods, periods_of, schedule_response
@@ -22,6 +23,22 @@ WINDOW = ("20260105T000000Z", "20260107T000000Z")
 def request_text(attendees, organizer="mailto:alice@example.com",
                  window=WINDOW):
     return freebusy_request(attendees, *window, organizer=organizer)
+
+
+def request_statuses(response):
+    """{recipient: full request-status text} of a schedule-response."""
+    root = etree.fromstring(response.content)
+    caldav = "{urn:ietf:params:xml:ns:caldav}"
+    return {item.findtext("%srecipient/{DAV:}href" % caldav):
+            item.findtext(caldav + "request-status")
+            for item in root.iter(caldav + "response")}
+
+
+def assert_no_internals(text, port):
+    """What the asker reads names no host, port or exception class."""
+    for leak in ("127.0.0.1", str(port), "Error", "Exception",
+                 "Traceback", "http://"):
+        assert leak not in text, (leak, text)
 
 
 def provider_section(name, domains, url, username, password, extra=""):
@@ -88,25 +105,44 @@ def test_federated_free_busy(gateway_factory, partner):
 
 def test_wrong_credentials_are_no_authority(gateway_factory, partner):
     gateway = home(gateway_factory, partner.url, password="wrong")
-    answers = schedule_response(gateway.post(
+    response = gateway.post(
         "/alice/.schedule-outbox/",
         request_text(["carol@partner.example.org", "bob@example.com"]),
-        "alice"))
+        "alice")
+    answers = schedule_response(response)
     assert [(a[0], a[1]) for a in answers] == [
         ("mailto:carol@partner.example.org", "3.8"),
         ("mailto:bob@example.com", "2.0")]
+    assert request_statuses(response)[
+        "mailto:carol@partner.example.org"] == \
+        "3.8;No authority;partner refused the credentials"
+    assert_no_internals(response.text, partner.port)
 
 
 def test_partner_down_is_unavailable(gateway_factory):
-    gateway = home(gateway_factory, "http://127.0.0.1:%d/" % free_port())
-    answers = schedule_response(gateway.post(
+    port = free_port()
+    gateway = home(gateway_factory, "http://127.0.0.1:%d/" % port)
+    response = gateway.post(
         "/alice/.schedule-outbox/",
         request_text(["carol@partner.example.org", "bob@example.com"]),
-        "alice"))
+        "alice")
+    answers = schedule_response(response)
     assert [(a[0], a[1]) for a in answers] == [
         ("mailto:carol@partner.example.org", "5.1"),
         ("mailto:bob@example.com", "2.0")]
     assert answers[0][2] is None
+    # The asker reads the provider's name and the reason; the log has the
+    # details, once for the failed call, with the provider's name.
+    assert request_statuses(response)[
+        "mailto:carol@partner.example.org"] == \
+        "5.1;Could not deliver;partner is unreachable"
+    assert_no_internals(response.text, port)
+    log = gateway.log()
+    assert log.count("Provider partner failed") == 1, log
+    failure = [line for line in log.splitlines()
+               if "Provider partner failed" in line][0]
+    assert "127.0.0.1:%d" % port in failure
+    assert "ConnectionError" in failure
 
 
 class HangingPeer:
@@ -140,14 +176,20 @@ def test_hanging_partner_times_out(gateway_factory):
     try:
         gateway = home(gateway_factory, "http://127.0.0.1:%d/" % peer.port)
         started = time.monotonic()
-        answers = schedule_response(gateway.post(
+        response = gateway.post(
             "/alice/.schedule-outbox/",
             request_text(["carol@partner.example.org", "bob@example.com"]),
-            "alice"))
+            "alice")
+        answers = schedule_response(response)
         elapsed = time.monotonic() - started
         assert [(a[0], a[1]) for a in answers] == [
             ("mailto:carol@partner.example.org", "5.3"),
             ("mailto:bob@example.com", "2.0")]
+        assert request_statuses(response)[
+            "mailto:carol@partner.example.org"] == \
+            "5.3;No scheduling support for user;partner did not answer " \
+            "within 3 s"
+        assert_no_internals(response.text, peer.port)
         # Functional bound, not a speed check: the POST ends by the overall
         # deadline ([gateway] timeout = 8) instead of waiting for the peer.
         assert elapsed < 30

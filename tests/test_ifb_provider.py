@@ -116,12 +116,19 @@ def test_unknown_user_and_refused_access(gateway_factory, peers):
     peer = peers("calconnect")
     peer.script["dave@fb.example.net"] = ["401"]
     gateway = gateway_factory(extra=provider(peer))
-    answers = ask(gateway, ["nobody@fb.example.net", "dave@fb.example.net",
-                            "carol@fb.example.net"])
+    response = gateway.post("/alice/.schedule-outbox/", request(
+        ["nobody@fb.example.net", "dave@fb.example.net",
+         "carol@fb.example.net"]), "alice")
+    answers = schedule_response(response)
     assert [(a[0], a[1]) for a in answers] == [
         ("mailto:nobody@fb.example.net", "3.7"),
         ("mailto:dave@fb.example.net", "3.8"),
         ("mailto:carol@fb.example.net", "2.0")]
+    # The reasons name the provider, not the peer's host.
+    assert "3.7;Invalid calendar user;fb does not know this user" in \
+        response.text
+    assert "3.8;No authority;fb refused access" in response.text
+    assert "127.0.0.1" not in response.text
 
 
 @pytest.mark.parametrize("retry_after", [

@@ -286,3 +286,41 @@ def test_loaded_through_entry_point(gateway_factory, api, tmp_path):
     assert answers[0][1] == "2.0"
     assert_same_periods(periods_of(answers[0][2]), {
         "BUSY": [("20260103T120000Z", "20260103T130000Z")]})
+
+
+CRASHING_PLUGIN = '''
+from gateway.provider import Provider as Base
+
+
+class Provider(Base):
+    """A plugin with a bug: it raises what it should have caught."""
+
+    def lookup(self, addresses, window, context):
+        raise KeyError("internal-detail-of-the-plugin")
+'''
+
+
+def test_a_crashing_plugin_is_named_not_its_exception(gateway_factory, api,
+                                                     tmp_path):
+    """The asker reads which provider failed; the exception's class and
+    text go to the log once, with the traceback and the provider's name."""
+    (tmp_path / "plugins_dir").mkdir()
+    (tmp_path / "plugins_dir" / "crashing_provider.py").write_text(
+        CRASHING_PLUGIN)
+    gateway = gateway_factory(
+        extra=section(api) + "[provider:broken]\ntype = crashing_provider\n"
+        "domains = broken.example\nurl = %s\n" % api.url,
+        env={"PYTHONPATH": "%s:%s" % (tmp_path / "plugins_dir", THIRDPARTY)})
+    response = gateway.post("/alice/.schedule-outbox/", request(
+        ["x@broken.example", "ed@api.example"], end="20260105T000000Z"),
+        "alice")
+    answers = schedule_response(response)
+    assert [(a[0], a[1]) for a in answers] == [
+        ("mailto:x@broken.example", "5.1"), ("mailto:ed@api.example", "2.0")]
+    assert "5.1;Could not deliver;broken failed with an internal error" in \
+        response.text
+    for leak in ("KeyError", "internal-detail", "Traceback"):
+        assert leak not in response.text
+    log = gateway.log()
+    assert log.count("Provider broken raised") == 1, log
+    assert "internal-detail-of-the-plugin" in log

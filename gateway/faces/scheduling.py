@@ -28,7 +28,8 @@ import icalendar
 from lxml import etree
 
 from gateway import timezones, vfreebusy, xmlsafe
-from gateway.model import LookupResult, Reason, Window
+from gateway.model import (FIRST_ANSWERED, LAST_ANSWERED, LookupResult,
+                           Reason, Window)
 
 logger = logging.getLogger(__name__)
 
@@ -488,11 +489,6 @@ class FreeBusyRequest:
         return self.component.get("ORGANIZER")
 
 
-#: Years a window may touch: far enough from datetime's limits that no
-#: engine or provider arithmetic (slack days, slot alignment) overflows.
-FIRST_YEAR, LAST_YEAR = 1000, 8999
-
-
 def _one(component, name: str, required: bool = True):
     """The one property ``name``; refuse it repeated (or missing)."""
     value = component.get(name)
@@ -540,9 +536,9 @@ def _utc_property(component, name: str,
     except (OverflowError, ValueError):
         raise _invalid("%s is outside the range of dates this server "
                        "handles" % name) from None
-    if not FIRST_YEAR <= value.year <= LAST_YEAR:
-        raise _invalid("%s must lie in the years %d to %d" % (
-            name, FIRST_YEAR, LAST_YEAR))
+    if not FIRST_ANSWERED <= value <= LAST_ANSWERED:
+        raise _invalid("%s must lie between %d and %d" % (
+            name, FIRST_ANSWERED.year, LAST_ANSWERED.year))
     return value
 
 
