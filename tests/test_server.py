@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import List
 
 import pytest
 import requests
@@ -41,24 +41,18 @@ def server_factory(tmp_path):
     started: List[Gateway] = []
 
     def start(server: str = "", level: str = "warning", extra: str = "",
-              port: Optional[int] = None, wait: bool = True) -> Gateway:
+              more_hosts: str = "") -> Gateway:
         gateway = Gateway(tmp_path / ("gw%d" % len(started)), dict(USERS),
-                          "example.com", extra, None, port=port)
+                          "example.com", extra, None)
         text = gateway.config_path.read_text()
-        hosts = "hosts = 127.0.0.1:%d\n" % gateway.port
-        assert hosts in text and "level = warning\n" in text
-        text = text.replace(hosts, hosts + server).replace(
+        hosts = "hosts = 127.0.0.1:%d" % gateway.port
+        assert hosts + "\n" in text and "level = warning\n" in text
+        text = text.replace(hosts + "\n", "%s%s\n%s" % (
+            hosts, more_hosts and ", " + more_hosts, server)).replace(
             "level = warning\n", "level = %s\n" % level)
         gateway.config_path.write_text(text)
         started.append(gateway)
-        if wait:
-            return gateway.start()
-        with open(gateway.log_path, "ab") as log:
-            gateway.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve",
-                 "--config", str(gateway.config_path)],
-                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT)
-        return gateway
+        return gateway.start()
 
     yield start
     for gateway in started:
@@ -338,16 +332,10 @@ def test_hosts_lists_every_address_to_listen_on(server_factory):
             addresses.append("[::1]:%d" % free_port())
         except OSError:
             pass  # no IPv6 loopback here: the two IPv4 ports still count
-    port = free_port()
-    gateway = server_factory("", port=port, wait=False)
-    text = gateway.config_path.read_text().replace(
-        "hosts = 127.0.0.1:%d\n" % port,
-        "hosts = 127.0.0.1:%d, %s\n" % (port, ", ".join(addresses)))
-    gateway.config_path.write_text(text)
-    # started after the rewrite: stop the one started with the old file
-    stop(gateway.process)
-    gateway.start()
-    for address in ["127.0.0.1:%d" % port] + addresses:
+    gateway = server_factory(more_hosts=", ".join(addresses))
+    assert "hosts = 127.0.0.1:%d, 127.0.0.1:%d" % (gateway.port, other) \
+        in gateway.config_path.read_text()
+    for address in ["127.0.0.1:%d" % gateway.port] + addresses:
         response = requests.request(
             "PROPFIND", "http://%s/alice/" % address,
             auth=("alice", USERS["alice"]), headers={"Depth": "0"},
