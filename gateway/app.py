@@ -106,6 +106,7 @@ class GatewayApplication(radicale.Application):
             self._storage, self._rights,
             limits=Limits(self.configuration.get(
                 "reporting", "max_freebusy_occurrence")),
+            max_cost=gateway_config.gateway["local_cache_size"],
             addresses_of=lambda owner: scheduling.user_addresses(
                 owner, self.gateway_options["domains"]))
         options = self.gateway_options

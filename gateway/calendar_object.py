@@ -285,6 +285,7 @@ class BusyObject:
         self._series: List[_Series] = []
         self._chunks: "collections.OrderedDict[datetime.datetime, _Chunk]" \
             = collections.OrderedDict()
+        self._chunks_cost = 0
         self._lock = threading.Lock()
         self._text_cost = int(len(text) * TEXT_COST) + 1
         try:
@@ -345,15 +346,17 @@ class BusyObject:
     @property
     def cost(self) -> int:
         """Roughly how much memory this object holds, in periods."""
-        return (self._text_cost + len(self._fixed) +
-                sum(c.cost for c in self._chunks.values()))
+        return self._text_cost + len(self._fixed) + self._chunks_cost
 
     def periods(self, window: Window,
-                excluding: frozenset = frozenset()) -> List[Period]:
+                excluding: frozenset = frozenset(),
+                month_starts: Optional[List[datetime.datetime]] = None
+                ) -> List[Period]:
         """Busy periods overlapping ``window`` (not clipped, not merged),
-        without those declined by any address in ``excluding``."""
+        without those declined by any address in ``excluding``.
+        ``month_starts`` is ``months(window)``, when the caller has it."""
         try:
-            return self._periods(window, excluding)
+            return self._periods(window, excluding, month_starts)
         except Exception as e:  # last resort: never free, never a 500
             logger.exception("Calendar object %s failed for %s..%s",
                              self.origin, window.start, window.end)
@@ -361,18 +364,21 @@ class BusyObject:
                        "busy" % _short(e))
             return [Period(window.start, window.end, BUSY)]
 
-    def _periods(self, window: Window,
-                 excluding: frozenset) -> List[Period]:
+    def _periods(self, window: Window, excluding: frozenset,
+                 month_starts: Optional[List[datetime.datetime]]
+                 ) -> List[Period]:
         found: List[Period] = []
         if self._series:
             with self._lock:
-                for start in months(window):
+                for start in month_starts or months(window):
                     chunk = self._chunks.get(start)
                     if chunk is None:
                         chunk = self._expand_chunk(start)
                         self._chunks[start] = chunk
+                        self._chunks_cost += chunk.cost
                         while len(self._chunks) > MAX_CHUNKS:
-                            self._chunks.popitem(last=False)
+                            _, old = self._chunks.popitem(last=False)
+                            self._chunks_cost -= old.cost
                     else:
                         self._chunks.move_to_end(start)
                     chunk.overlapping(window, excluding, found)

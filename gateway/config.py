@@ -116,6 +116,11 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
     "connection_limit": Option(_positive_int, "1000", "Open connections "
                                "fbgateway serve keeps at most; idle or "
                                "slow ones cost no thread."),
+    "local_cache_size": Option(_positive_int, "500000", "How much the local "
+                               "engine keeps of parsed objects and their "
+                               "expansions, in periods (about 200 bytes "
+                               "each); least recently used objects go "
+                               "first."),
 }
 
 PROVIDER_SCHEMA: Dict[str, Option] = {

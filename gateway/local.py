@@ -25,7 +25,7 @@ from radicale.app.base import Access
 from gateway import timezones
 from gateway.availability import availability_periods
 from gateway.calendar_object import (BusyObject, Limits,
-                                     availability_components)
+                                     availability_components, months)
 from gateway.model import (BUSY_UNAVAILABLE, LookupResult, Period, Reason,
                            Window)
 from gateway.watchdog import TimeLimitExceeded, time_limit
@@ -69,7 +69,7 @@ class _Listing:
     """What the engine last saw of one collection."""
 
     __slots__ = ("fingerprints", "etags", "ranges", "zone_text",
-                 "folder_mark", "scanned_at", "lock")
+                 "folder_mark", "scanned_at", "lock", "racy")
 
     def __init__(self) -> None:
         self.fingerprints: Dict[str, Fingerprint] = {}
@@ -83,6 +83,8 @@ class _Listing:
         #: window are never parsed for it.
         self.ranges: Dict[str, Tuple[int, int]] = {}
         self.zone_text: Optional[str] = None
+        #: Some file was racily clean at the last scan: scan again.
+        self.racy = False
         #: One query at a time refreshes a collection; other collections
         #: (other users) are never held up by it.
         self.lock = threading.Lock()
@@ -129,8 +131,10 @@ class LocalEngine:
             objects = self._objects_of(collection, listing, zone_text, zone,
                                        window)
         periods: List[Period] = []
+        month_starts = months(window)
         for key, busy_object in objects:
-            periods.extend(busy_object.periods(window, excluding))
+            periods.extend(busy_object.periods(window, excluding,
+                                               month_starts))
         self._account(objects)
         components = availability_components(o for _, o in objects)
         if components:
@@ -152,44 +156,9 @@ class LocalEngine:
             listing.zone_text = zone_text
         items: Dict[str, object] = {}
         raw: Dict[str, BusyObject] = {}
-        old_etags = dict(listing.etags)
-        if self._unchanged_folder(collection, listing):
-            fingerprints = listing.fingerprints
-        else:
-            fingerprints = _file_fingerprints(collection)
-        if fingerprints is None:
-            # Not Radicale's file storage: etags from the storage API.
-            listing.folder_mark = None
-            items = {item.href: item for item in collection.get_all()}
-            listing.etags.clear()
-            listing.ranges.clear()
-            for href, item in items.items():
-                self._remember(listing, href, item)
-        else:
-            changed = [href for href, fp in fingerprints.items()
-                       if fp is None or listing.fingerprints.get(href) != fp
-                       or href not in listing.etags]
-            read = self._read_items(collection, changed) if changed else {}
-            for href in changed:
-                item = read.get(href)
-                if isinstance(item, BusyObject):
-                    raw[href] = item
-                    listing.etags[href] = "raw:%s" % item.origin_etag
-                    listing.ranges[href] = _ALL_TIME
-                elif item is not None:
-                    items[href] = item
-                    self._remember(listing, href, item)
-                else:
-                    self._forget(listing, href)
-            for href in list(listing.etags):
-                if href not in fingerprints:
-                    self._forget(listing, href)
-            listing.fingerprints = fingerprints
-        # Objects replaced or deleted since the last look leave the cache
-        # now instead of waiting to be evicted.
-        self._drop_keys([(etag, zone_text) for href, etag in
-                         old_etags.items()
-                         if listing.etags.get(href) != etag])
+        if not (self._unchanged_folder(collection, listing) and
+                not listing.racy):
+            self._refresh(collection, listing, zone_text, items, raw)
         # Radicale computes ranges with floating times as UTC; a calendar
         # time zone moves them by at most 14 hours.
         low = _timestamp(window.start - _FLOATING_SLACK)
@@ -215,9 +184,53 @@ class LocalEngine:
                         else self._build(collection, item, zone)
                 with self._cache_lock:
                     self._objects[key] = busy_object
-                    self._costs[key] = 0
+                    self._costs[key] = cost = busy_object.cost
+                    self._cost += cost
             objects.append((key, busy_object))
         return objects
+
+    def _refresh(self, collection, listing: _Listing, zone_text: str,
+                 items: Dict[str, object], raw: Dict[str, BusyObject]
+                 ) -> None:
+        """Bring ``listing`` up to date with the collection's files; the
+        items and raw objects read on the way are left in ``items`` and
+        ``raw`` for the caller."""
+        old_etags = dict(listing.etags)
+        fingerprints = _file_fingerprints(collection)
+        if fingerprints is None:
+            # Not Radicale's file storage: etags from the storage API.
+            listing.folder_mark = None
+            items.update((item.href, item) for item in collection.get_all())
+            listing.etags.clear()
+            listing.ranges.clear()
+            for href, item in items.items():
+                self._remember(listing, href, item)
+        else:
+            changed = [href for href, fp in fingerprints.items()
+                       if fp is None or listing.fingerprints.get(href) != fp
+                       or href not in listing.etags]
+            read = self._read_items(collection, changed) if changed else {}
+            for href in changed:
+                item = read.get(href)
+                if isinstance(item, BusyObject):
+                    raw[href] = item
+                    listing.etags[href] = "raw:%s" % item.origin_etag
+                    listing.ranges[href] = _ALL_TIME
+                elif item is not None:
+                    items[href] = item
+                    self._remember(listing, href, item)
+                else:
+                    self._forget(listing, href)
+            for href in list(listing.etags):
+                if href not in fingerprints:
+                    self._forget(listing, href)
+            listing.fingerprints = fingerprints
+            listing.racy = None in fingerprints.values()
+        # Objects replaced or deleted since the last look leave the cache
+        # now instead of waiting to be evicted.
+        self._drop_keys([(etag, zone_text) for href, etag in
+                         old_etags.items()
+                         if listing.etags.get(href) != etag])
 
     def _remember(self, listing: _Listing, href: str, item) -> None:
         listing.etags[href] = item.etag
@@ -278,10 +291,15 @@ class LocalEngine:
     def _account(self, objects) -> None:
         """Update the cache's cost after a query; evict the least
         recently used objects while it is over ``max_cost``."""
+        changed = [(key, busy_object.cost) for key, busy_object in objects]
+        costs = self._costs
+        changed = [(key, cost) for key, cost in changed
+                   if costs.get(key, cost) != cost]
+        if not changed and self._cost <= self.max_cost:
+            return
         with self._cache_lock:
-            for key, busy_object in objects:
+            for key, cost in changed:
                 if key in self._costs:
-                    cost = busy_object.cost
                     self._cost += cost - self._costs[key]
                     self._costs[key] = cost
             while self._cost > self.max_cost and self._objects:

@@ -244,13 +244,6 @@ def self_test() -> None:
                            % radicale.VERSION)
 
 
-def serve_application(configuration, application_factory, shutdown_socket):
-    """Run Radicale's own server with the gateway's Application."""
-    from radicale import server
-    server.Application = lambda _configuration: application_factory()
-    server.serve(configuration, shutdown_socket)
-
-
 _RADICALE_PLUGINS = (("auth", "Auth"), ("rights", "Rights"),
                      ("storage", "Storage"), ("web", "Web"))
 
