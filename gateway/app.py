@@ -22,12 +22,12 @@ from radicale.app.base import Access
 from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway.faces import report, scheduling
-from gateway.fanout import FanOut
-from gateway.http import HOPS_HEADER, HttpClient
-from gateway.calendar_object import Limits
-from gateway.local import (AVAILABILITY_KEY, TIMEZONE_KEY,
+from gateway.engine.fanout import FanOut
+from gateway.transport.http import HOPS_HEADER, HttpClient
+from gateway.engine.calendar_object import Limits
+from gateway.engine.local import (AVAILABILITY_KEY, TIMEZONE_KEY,
                            LocalEngine)
-from gateway.provider import load_provider
+from gateway.transport.provider import load_provider
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,31 @@ from typing import Iterable, List, Optional, Tuple
 import icalendar
 
 from gateway import timezones
-from gateway.calendar_object import freebusy_component_periods
-from gateway.model import Period, Window
+from gateway.model import Period, Window, normalize_fbtype
 
 PRODID = "-//Freebusy Gateway//freebusy-gateway 0.1//EN"
 MAX_PEER_BYTES = 2 << 20
+
+
+def freebusy_component_periods(component: icalendar.cal.Component,
+                               zone: datetime.tzinfo) -> List[Period]:
+    """FREEBUSY periods of a VFREEBUSY, in start/end or start/duration form."""
+    periods = []
+    props = component.get("FREEBUSY", [])
+    if not isinstance(props, list):
+        props = [props]
+    for prop in props:
+        fbtype = normalize_fbtype(prop.params.get("FBTYPE"))
+        if fbtype is None:
+            continue
+        values = prop.dts if hasattr(prop, "dts") else [prop]
+        for value in values:
+            start, end = value.dt[0], value.dt[1]
+            start = timezones.to_utc(start, zone)
+            end = (start + end if isinstance(end, datetime.timedelta)
+                   else timezones.to_utc(end, zone))
+            periods.append(Period(start, end, fbtype))
+    return periods
 
 
 def render(periods: Iterable[Period], window: Window, *,

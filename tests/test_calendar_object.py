@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from gateway.calendar_object import (BusyObject, Limits, lenient_periods,
-                                     months)
+from gateway.engine.calendar_object import (BusyObject, Limits,
+                                            lenient_periods, months)
 from gateway.model import UTC, Period, Window, normalize
-from gateway.watchdog import TimeLimitExceeded, time_limit
+from gateway.engine.watchdog import TimeLimitExceeded, time_limit
 
 
 def W(a, b):

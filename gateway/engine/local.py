@@ -23,12 +23,12 @@ from radicale import pathutils, storage as radicale_storage
 from radicale.app.base import Access
 
 from gateway import timezones
-from gateway.availability import availability_periods
-from gateway.calendar_object import (BusyObject, Limits,
+from gateway.engine.availability import availability_periods
+from gateway.engine.calendar_object import (BusyObject, Limits,
                                      availability_components, months)
 from gateway.model import (BUSY_UNAVAILABLE, LookupResult, Period, Reason,
                            Window)
-from gateway.watchdog import TimeLimitExceeded, time_limit
+from gateway.engine.watchdog import TimeLimitExceeded, time_limit
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from gateway.lookup import PUBLIC_REASONS, LookupContext, ProviderError
+from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
+                                      ProviderError)
 from gateway.model import LookupResult, Period, Reason, Window, normalize
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import Dict, Mapping, Optional
 
 import requests
 
-from gateway.lookup import LookupContext, ProviderError, RateLimited
+from gateway.transport.lookup import LookupContext, ProviderError, RateLimited
 from gateway.model import Reason
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ What counts (RFC 4791 7.10, RFC 5545, RFC 7953):
   lookup for that person can leave them out, as CalendarServer and
   sabre/dav do for scheduling.
 - FREEBUSY periods of stored VFREEBUSY components, with their FBTYPE.
-- VAVAILABILITY components are handed to gateway.availability, because they
-  combine across the whole calendar, not per object.
+- VAVAILABILITY components are handed to gateway.engine.availability,
+  because they combine across the whole calendar, not per object.
 
 No data is never free.  Each series (the components sharing one UID) is
 expanded under two bounds, an occurrence count and a time limit, per chunk:
@@ -44,9 +44,10 @@ import icalendar
 import recurring_ical_events
 
 from gateway import timezones
+from gateway.vfreebusy import freebusy_component_periods
 from gateway.model import (BUSY, BUSY_TENTATIVE, UTC, Period, Window,
-                           coalesce, normalize_fbtype)
-from gateway.watchdog import TimeLimitExceeded, time_limit
+                           coalesce)
+from gateway.engine.watchdog import TimeLimitExceeded, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -124,27 +125,6 @@ def safe_utc(value, zone: datetime.tzinfo) -> datetime.datetime:
         year = getattr(value, "year", 9999)
         return EARLIEST if year < 5000 else LATEST
     return min(max(result, EARLIEST), LATEST)
-
-
-def freebusy_component_periods(component: icalendar.cal.Component,
-                               zone: datetime.tzinfo) -> List[Period]:
-    """FREEBUSY periods of a VFREEBUSY, in start/end or start/duration form."""
-    periods = []
-    props = component.get("FREEBUSY", [])
-    if not isinstance(props, list):
-        props = [props]
-    for prop in props:
-        fbtype = normalize_fbtype(prop.params.get("FBTYPE"))
-        if fbtype is None:
-            continue
-        values = prop.dts if hasattr(prop, "dts") else [prop]
-        for value in values:
-            start, end = value.dt[0], value.dt[1]
-            start = timezones.to_utc(start, zone)
-            end = (start + end if isinstance(end, datetime.timedelta)
-                   else timezones.to_utc(end, zone))
-            periods.append(Period(start, end, fbtype))
-    return periods
 
 
 class _Chunk:

@@ -1,7 +1,8 @@
 """What one lookup carries, and how a provider call fails.
 
-Shared by gateway.http (which raises these on HTTP trouble), the provider
-plugins and the fan-out engine, which turns them into per-address results.
+Shared by gateway.transport.http (which raises these on HTTP trouble),
+the provider plugins and the fan-out engine, which turns them into
+per-address results.
 """
 
 from typing import Optional

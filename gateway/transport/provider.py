@@ -1,0 +1,149 @@
+"""The provider interface, and the loader that finds plugins by ``type``.
+
+A provider answers free/busy for the addresses of one foreign system.  It
+declares its limits and does one batched call; routing, splitting by the
+limits, threads, deadlines, retries on 429 and caching are the fan-out
+engine's (gateway.engine.fanout), and HTTP with host pinning and size
+bounds is gateway.transport.http's, so a plugin holds only the translation
+of one wire format.
+
+``type`` is looked up, as Radicale does for its plugins: a built-in name
+(a module in ``plugins/``), then a name registered by another package in
+the entry-point group ``freebusy_gateway.providers``, then a dotted path
+``package.module`` (class ``Provider``) or ``package.module:Class``.
+"""
+
+import datetime
+import importlib
+import logging
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from gateway.config import ConfigError, Option, ProviderConfig
+from gateway.transport.http import HttpClient
+# Plugins import ProviderError and RateLimited from here.
+from gateway.transport.lookup import (LookupContext, ProviderError,  # noqa: F401
+                            RateLimited)
+from gateway.model import LookupResult, Period, Reason, Window
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_TYPES = ("caldav", "ifb", "ews", "graph", "exchange2003", "domino",
+                 "google", "nylas", "zonio")
+ENTRY_POINT_GROUP = "freebusy_gateway.providers"
+
+
+class Provider:
+    """Base class of every provider plugin.
+
+    Subclasses set the limits, may add ini keys in ``OPTIONS`` (the same
+    ``Option`` table as the gateway's own schema), and implement ``lookup``.
+    """
+
+    #: Most addresses one call may carry; 0 means no limit.
+    max_addresses: int = 0
+    #: Longest window one call may ask for; None means no limit.
+    max_window: Optional[datetime.timedelta] = None
+    #: The foreign system answers in slots of this length (free/busy
+    #: merged into 15 or 30 minute intervals); windows sent to it are
+    #: widened to whole slots and the answers clipped back.  None = exact.
+    slot: Optional[datetime.timedelta] = None
+    #: Plugin-specific ini keys, validated at start-up.
+    OPTIONS: Mapping[str, Option] = {}
+    #: ``url`` must be set for this type.
+    requires_url: bool = True
+
+    def __init__(self, name: str, options: Dict, extra: Dict,
+                 http: HttpClient) -> None:
+        self.name = name
+        self.options = options
+        self.extra = extra
+        self.http = http
+
+    def lookup(self, addresses: Sequence[str], window: Window,
+               context: LookupContext) -> Dict[str, LookupResult]:
+        """Free/busy of ``addresses`` (bare, lower-case) over ``window``.
+
+        Return a result for each address it could answer; a missing one is
+        reported as no data.  Raise ProviderError when the whole call fails.
+        """
+        raise NotImplementedError
+
+    def publish(self, address: str, periods: List[Period],
+                window: Window, context: LookupContext) -> None:
+        """Push local free/busy to the foreign side, where it wants that."""
+        raise NotImplementedError("%s does not take pushed free/busy" %
+                                  type(self).__name__)
+
+    @property
+    def can_publish(self) -> bool:
+        return type(self).publish is not Provider.publish
+
+
+def _resolve_type(type_name: str):
+    if type_name in BUILTIN_TYPES:
+        try:
+            module = importlib.import_module("plugins." + type_name)
+        except ModuleNotFoundError as e:
+            if e.name != "plugins." + type_name:
+                raise
+            raise ImportError("the built-in type %r is not part of this "
+                              "version yet" % type_name) from None
+        return getattr(module, "Provider")
+    try:
+        from importlib.metadata import entry_points
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name == type_name:
+                return entry.load()
+    except Exception as e:  # a broken third-party package must be named
+        raise ImportError("entry point %r: %s" % (type_name, e)) from e
+    module_name, _, class_name = type_name.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name or "Provider")
+
+
+def load_provider(path: str, provider_config: ProviderConfig,
+                  http_factory) -> Provider:
+    """Instantiate one ``[provider:NAME]`` section; ConfigError if wrong."""
+    section = "provider:%s" % provider_config.name
+    type_name = provider_config.options["type"]
+    try:
+        cls = _resolve_type(type_name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError("%s: [%s] key 'type': cannot load %r: %s" % (
+            path, section, type_name, e)) from None
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError("%s: [%s] key 'type': %r is not a Provider "
+                          "subclass" % (path, section, type_name))
+    extra = {}
+    for key, raw in provider_config.extra.items():
+        option = cls.OPTIONS.get(key)
+        if option is None:
+            known = sorted(set(cls.OPTIONS))
+            raise ConfigError("%s: [%s] unknown key %r for type %r%s" % (
+                path, section, key, type_name,
+                " (its own keys: %s)" % ", ".join(known) if known else ""))
+        try:
+            extra[key] = option.parse(raw)
+        except ValueError as e:
+            raise ConfigError("%s: [%s] bad value for %r: %r: %s" % (
+                path, section, key, raw, e)) from None
+    for key, option in cls.OPTIONS.items():
+        if key not in extra:
+            if option.default is None:
+                raise ConfigError("%s: [%s] missing required key %r (%s)" % (
+                    path, section, key, option.help))
+            extra[key] = option.parse(option.default) \
+                if option.default != "" else None
+    if cls.requires_url and not provider_config.options["url"]:
+        raise ConfigError("%s: [%s] missing required key 'url' for type %r"
+                          % (path, section, type_name))
+    try:
+        return cls(provider_config.name, provider_config.options, extra,
+                   http_factory(provider_config))
+    except ValueError as e:
+        raise ConfigError("%s: [%s] %s" % (path, section, e)) from None
+
+
+def no_data(addresses, detail: str) -> Dict[str, LookupResult]:
+    """The same failure for many addresses."""
+    return {a: LookupResult.failed(Reason.NO_DATA, detail) for a in addresses}
