@@ -107,6 +107,7 @@ class GatewayApplication(radicale.Application):
             limits=Limits(self.configuration.get(
                 "reporting", "max_freebusy_occurrence")),
             max_cost=gateway_config.gateway["local_cache_size"],
+            answer_seconds=gateway_config.gateway["timeout"],
             addresses_of=lambda owner: scheduling.user_addresses(
                 owner, self.gateway_options["domains"]))
         options = self.gateway_options

@@ -160,3 +160,19 @@ def test_time_limit_stops_a_loop_and_leaves_no_stray_exception():
     for t in threads:
         t.join(10)
     assert len(results) == 4
+
+
+def test_deadline_answers_busy_and_keeps_going_next_time():
+    """Months still unexpanded at the deadline are busy for that answer,
+    not kept: the next query goes on and becomes exact."""
+    obj = BusyObject(ev("DTSTART:20260101T000000Z", "DTEND:20260101T000100Z",
+                        "RRULE:FREQ=MINUTELY;INTERVAL=10"), UTC)
+    window = W((2026, 1, 1), (2026, 7, 1))
+    first = answer(obj, window, frozenset())
+    rushed = normalize(obj.periods(W((2027, 1, 1), (2027, 3, 1)),
+                                   deadline=time.monotonic() - 1),
+                       W((2027, 1, 1), (2027, 3, 1)))
+    assert rushed == [Period(T(2027, 1, 1), T(2027, 3, 1))]
+    exact = answer(obj, W((2027, 1, 1), (2027, 1, 2)))
+    assert len(exact) == 144
+    assert len(first) == 144 * 181

@@ -37,6 +37,7 @@ import datetime
 import logging
 import re
 import threading
+import time
 import zoneinfo
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -330,13 +331,18 @@ class BusyObject:
 
     def periods(self, window: Window,
                 excluding: frozenset = frozenset(),
-                month_starts: Optional[List[datetime.datetime]] = None
-                ) -> List[Period]:
+                month_starts: Optional[List[datetime.datetime]] = None,
+                deadline: Optional[float] = None) -> List[Period]:
         """Busy periods overlapping ``window`` (not clipped, not merged),
         without those declined by any address in ``excluding``.
-        ``month_starts`` is ``months(window)``, when the caller has it."""
+        ``month_starts`` is ``months(window)``, when the caller has it.
+
+        Months not yet expanded when ``deadline`` (time.monotonic()) has
+        passed count as BUSY for this answer and are not kept, so a later
+        query goes on where this one stopped: a long window over a dense
+        rule costs each request a bounded time and is never free."""
         try:
-            return self._periods(window, excluding, month_starts)
+            return self._periods(window, excluding, month_starts, deadline)
         except Exception as e:  # last resort: never free, never a 500
             logger.exception("Calendar object %s failed for %s..%s",
                              self.origin, window.start, window.end)
@@ -345,27 +351,60 @@ class BusyObject:
             return [Period(window.start, window.end, BUSY)]
 
     def _periods(self, window: Window, excluding: frozenset,
-                 month_starts: Optional[List[datetime.datetime]]
-                 ) -> List[Period]:
+                 month_starts: Optional[List[datetime.datetime]],
+                 deadline: Optional[float]) -> List[Period]:
         found: List[Period] = []
         if self._series:
-            with self._lock:
-                for start in month_starts or months(window):
-                    chunk = self._chunks.get(start)
-                    if chunk is None:
-                        chunk = self._expand_chunk(start)
-                        self._chunks[start] = chunk
-                        self._chunks_cost += chunk.cost
-                        while len(self._chunks) > MAX_CHUNKS:
-                            _, old = self._chunks.popitem(last=False)
-                            self._chunks_cost -= old.cost
-                    else:
-                        self._chunks.move_to_end(start)
-                    chunk.overlapping(window, excluding, found)
-                if self._fixed_changed:
-                    self._fixed_index()
+            starts = month_starts or months(window)
+            wait = -1 if deadline is None else max(
+                0.0, deadline - time.monotonic())
+            if not self._lock.acquire(timeout=wait):
+                # Another request is expanding this object: answer from
+                # what is kept, busy for the rest.
+                self._answer_kept(starts, window, excluding, found)
+            else:
+                try:
+                    self._answer_expanding(starts, window, excluding, found,
+                                           deadline)
+                finally:
+                    self._lock.release()
         self._fixed_chunk.overlapping(window, excluding, found)
         return found
+
+    def _answer_kept(self, starts, window: Window, excluding: frozenset,
+                     found: List[Period]) -> None:
+        for start in starts:
+            chunk = self._chunks.get(start)
+            if chunk is None:
+                found.append(self._unexpanded(start))
+            else:
+                chunk.overlapping(window, excluding, found)
+
+    def _answer_expanding(self, starts, window: Window, excluding: frozenset,
+                          found: List[Period],
+                          deadline: Optional[float]) -> None:
+        for start in starts:
+            chunk = self._chunks.get(start)
+            if chunk is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    found.append(self._unexpanded(start))
+                    continue
+                chunk = self._expand_chunk(start)
+                self._chunks[start] = chunk
+                self._chunks_cost += chunk.cost
+                while len(self._chunks) > MAX_CHUNKS:
+                    _, old = self._chunks.popitem(last=False)
+                    self._chunks_cost -= old.cost
+            else:
+                self._chunks.move_to_end(start)
+            chunk.overlapping(window, excluding, found)
+        if self._fixed_changed:
+            self._fixed_index()
+
+    def _unexpanded(self, start: datetime.datetime) -> Period:
+        earliest = min(s.earliest for s in self._series)
+        return Period(max(start, earliest), max(next_month(start),
+                                                earliest), BUSY)
 
     # -- expanding --------------------------------------------------------
 

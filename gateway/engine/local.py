@@ -95,6 +95,7 @@ class LocalEngine:
 
     def __init__(self, radicale_storage, rights,
                  limits: Limits = Limits(), max_cost: int = 500000,
+                 answer_seconds: float = 10.0,
                  addresses_of: Callable[[str], Iterable[str]] = lambda _: ()
                  ) -> None:
         self._storage = radicale_storage
@@ -102,6 +103,9 @@ class LocalEngine:
         self.addresses_of = addresses_of
         self._rights = rights
         self.limits = limits
+        #: Time one answer may spend expanding, when the caller gives no
+        #: deadline ([gateway] timeout).
+        self.answer_seconds = answer_seconds
         #: Most the object cache may hold, in BusyObject.cost units
         #: (about one period, some 200 bytes, each).
         self.max_cost = max_cost
@@ -116,13 +120,18 @@ class LocalEngine:
     # -- one calendar -----------------------------------------------------
 
     def calendar_periods(self, collection, window: Window,
-                         excluding: frozenset = frozenset()) -> List[Period]:
+                         excluding: frozenset = frozenset(),
+                         deadline: Optional[float] = None) -> List[Period]:
         """Busy periods of one calendar collection (the caller holds
         Radicale's storage lock).
 
         Not clipped or merged: callers normalise once over all sources.
         Occurrences declined by an address in ``excluding`` are left out.
+        Expansion still missing at ``deadline`` (time.monotonic(); default
+        ``answer_seconds`` from now) counts as busy for this answer.
         """
+        if deadline is None:
+            deadline = time.monotonic() + self.answer_seconds
         zone_text = collection.get_meta(TIMEZONE_KEY) or ""
         zone = timezones.zone_from_calendar_timezone(zone_text)
         with self._listings_lock:
@@ -134,7 +143,7 @@ class LocalEngine:
         month_starts = months(window)
         for key, busy_object in objects:
             periods.extend(busy_object.periods(window, excluding,
-                                               month_starts))
+                                               month_starts, deadline))
         self._account(objects)
         components = availability_components(o for _, o in objects)
         if components:
@@ -386,8 +395,8 @@ class LocalEngine:
                     yield collection
 
     def lookup_user(self, owner: str, window: Window, user: str,
-                    user_groups: set, check_rights: bool = True
-                    ) -> LookupResult:
+                    user_groups: set, check_rights: bool = True,
+                    deadline: Optional[float] = None) -> LookupResult:
         """All busy time of local user ``owner`` as ``user`` may see it.
 
         Unknown when ``owner`` has no principal here; no authority when
@@ -423,7 +432,7 @@ class LocalEngine:
             periods: List[Period] = []
             for calendar in visible:
                 periods.extend(self.calendar_periods(calendar, window,
-                                                     declined))
+                                                     declined, deadline))
             availability = principal.get_meta(AVAILABILITY_KEY)
         if availability:
             periods.extend(self.availability_of_text(availability, window))

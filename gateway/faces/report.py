@@ -12,6 +12,7 @@ every authenticated user sees every local calendar's busy time, with
 """
 
 import datetime
+import time
 from http import client
 from typing import Optional, Tuple
 
@@ -69,6 +70,8 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         "freebusy_access", "authenticated") == "authenticated"
     access = Access(app._rights, user, user_groups, path)
     engine = app.local
+    # One deadline for the whole answer, as for every lookup.
+    deadline = time.monotonic() + app.gateway_options["timeout"]
     with app._storage.acquire_lock("r", user):
         item = next(iter(app._storage.discover(path)), None)
         if item is None:
@@ -83,7 +86,8 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         if item.tag == "VCALENDAR":
             if not everyone and not access.allows_freebusy(item):
                 return httputils.NOT_ALLOWED
-            periods = engine.calendar_periods(item, window)
+            periods = engine.calendar_periods(item, window,
+                                              deadline=deadline)
         elif item.tag:
             return (client.FORBIDDEN,
                     {"Content-Type": "application/xml; charset=utf-8"},
@@ -98,7 +102,8 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
                         not access.check("r", item):
                     return httputils.NOT_ALLOWED
                 for calendar in calendars:
-                    periods.extend(engine.calendar_periods(calendar, window))
+                    periods.extend(engine.calendar_periods(
+                        calendar, window, deadline=deadline))
             elif not everyone and not access.check("r", item):
                 return httputils.NOT_ALLOWED
     return _calendar(vfreebusy.render(normalize(periods, window), window,
