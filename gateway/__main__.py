@@ -24,7 +24,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "config-help":
-        print(config.help_text())
+        from gateway.transport.provider import BUILTIN_TYPES
+        print(config.help_text(BUILTIN_TYPES))
         return 0
     try:
         # Nothing is logged before the file is known to be good, so a

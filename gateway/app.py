@@ -21,6 +21,8 @@ from radicale.app.base import Access
 
 from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
+from gateway import faces
+from gateway.addresses import LocalUsers, username_rule
 from gateway.faces import report, scheduling
 from gateway.engine.fanout import FanOut
 from gateway.transport.http import HOPS_HEADER, HttpClient
@@ -92,6 +94,28 @@ def _login_first(method):
     return handler
 
 
+#: The faces that register REPORTs and routes (gateway.faces).  The
+#: scheduling face (gateway.faces.scheduling) is different: it adds to
+#: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
+#: in the methods below.
+FACES = (report,)
+
+
+def _route_first(method_name: str, radicale_method):
+    """A do_METHOD that hands paths a face registered to that face."""
+    def handler(self, environ, base_prefix, path, user, user_groups,
+                request_info):
+        route = self.faces.find_route(method_name, path)
+        if route is not None:
+            return route.handler(self, faces.Request(
+                environ, base_prefix, path, user, user_groups))
+        return radicale_method(self, environ, base_prefix, path, user,
+                               user_groups, request_info)
+    handler.__name__ = "do_" + method_name
+    handler.__doc__ = radicale_method.__doc__
+    return handler
+
+
 class GatewayApplication(radicale.Application):
     """Radicale plus the gateway's free/busy faces."""
 
@@ -102,22 +126,26 @@ class GatewayApplication(radicale.Application):
         super().__init__(gateway_config.radicale)
         self.gateway_config = gateway_config
         self.gateway_options = gateway_config.gateway
+        self.local_users = LocalUsers(self.gateway_options["domains"],
+                                      username_rule(self.configuration))
+        #: What each face answers (see gateway.faces).
+        self.faces = faces.Registry()
+        for face in FACES:
+            face.register(self.faces)
         self.local = LocalEngine(
             self._storage, self._rights,
             limits=Limits(self.configuration.get(
                 "reporting", "max_freebusy_occurrence")),
             max_cost=gateway_config.gateway["local_cache_size"],
             answer_seconds=gateway_config.gateway["timeout"],
-            addresses_of=lambda owner: scheduling.user_addresses(
-                owner, self.gateway_options["domains"]))
+            addresses_of=self.local_users.addresses_of)
         options = self.gateway_options
         self.providers = load_providers(gateway_config) \
             if providers is None else providers
         self.fanout = FanOut(options["domains"], self._lookup_local,
                              self.providers, options["cache_ttl"],
                              options["timeout"], options["max_hops"],
-                             local_username=_username_rule(
-                                 self.configuration))
+                             local_username=self.local_users.rule)
 
     # -- who may see whose free/busy, and who must log in first -----------
 
@@ -201,10 +229,10 @@ class GatewayApplication(radicale.Application):
         except xmlsafe.XMLError as e:
             logger.info("Refused REPORT body on %r: %s", path, e)
             return _bad_request(str(e))
-        if root is not None and root.tag == xmlsafe.clark("C:free-busy-query"):
-            return report.free_busy_report(
-                self, root, path, user, user_groups,
-                environ.get("HTTP_DEPTH"))
+        handler = self.faces.reports.get(getattr(root, "tag", None))
+        if handler is not None:
+            return handler(self, faces.Request(environ, base_prefix, path,
+                                               user, user_groups, root))
         if root is not None and any(
                 not (href.text or "").strip()
                 for href in root.iter(xmlsafe.clark("D:href"))):
@@ -425,7 +453,7 @@ class GatewayApplication(radicale.Application):
             request = scheduling.parse_request(
                 body, environ.get(ORIGINAL_CONTENT_TYPE,
                                   environ.get("CONTENT_TYPE", "")),
-                scheduling.user_addresses(user, options["domains"]),
+                self.local_users.addresses_of(user),
                 options["max_window_days"],
                 floating_zone=lambda: self._organizer_zone(user))
         except scheduling.SchedulingError as e:
@@ -455,16 +483,6 @@ def _credentials_problem(authorization: str) -> Optional[str]:
     return None
 
 
-def _username_rule(configuration):
-    """How Radicale turns a login into a user name, for address local
-    parts: user@domain means the account that logs in as ``user``."""
-    if configuration.get("auth", "lc_username"):
-        return str.lower
-    if configuration.get("auth", "uc_username"):
-        return str.upper
-    return str
-
-
 def _incoming_hops(environ) -> int:
     """Hops a federated request has made so far (0 from a client)."""
     raw = environ.get("HTTP_" + HOPS_HEADER.upper().replace("-", "_"), "0")
@@ -491,3 +509,8 @@ def _refuse_on_boxes(method: str):
 
 for _method in _NOT_ON_BOXES:
     setattr(GatewayApplication, "do_" + _method, _refuse_on_boxes(_method))
+
+
+for _method in radicale.app.REQUEST_METHODS:
+    setattr(GatewayApplication, "do_" + _method, _route_first(
+        _method, getattr(GatewayApplication, "do_" + _method)))

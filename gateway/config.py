@@ -124,10 +124,10 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
 }
 
 PROVIDER_SCHEMA: Dict[str, Option] = {
-    "type": Option(str, None, "Built-in name (caldav, ifb, ews, graph, "
-                   "exchange2003, domino, google, nylas, zonio), a dotted "
-                   "Python path, or a name registered in the entry-point "
-                   "group freebusy_gateway.providers."),
+    "type": Option(str, None, "Built-in name (a module in plugins/; "
+                   "config-help lists them), a dotted Python path, or a "
+                   "name registered in the entry-point group "
+                   "freebusy_gateway.providers."),
     "domains": Option(domain_list, None, "Which addresses this provider "
                       "answers for."),
     "url": Option(http_url, "", "Base URL of the foreign system; the only "
@@ -254,8 +254,9 @@ def _resolve_relative_paths(sections: Dict[str, Dict[str, str]],
                 raw[key] = os.path.join(base, value)
 
 
-def help_text() -> str:
-    """The admin reference of the gateway's keys, from the schema."""
+def help_text(provider_types=()) -> str:
+    """The admin reference of the gateway's keys, from the schema, and the
+    built-in provider types that exist."""
     lines = []
     for title, schema in (("[gateway]", GATEWAY_SCHEMA),
                           ("[provider:NAME]", PROVIDER_SCHEMA)):
@@ -264,5 +265,9 @@ def help_text() -> str:
             default = ("required" if option.default is None else
                        "default %r" % option.default)
             lines.append("  %-16s %s (%s)" % (key, option.help, default))
+        lines.append("")
+    if provider_types:
+        lines.append("Built-in provider types: %s" % ", ".join(
+            provider_types))
         lines.append("")
     return "\n".join(lines)

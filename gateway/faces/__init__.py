@@ -2,4 +2,69 @@
 
 Each face turns a request into a window and addresses, asks an engine, and
 renders the answer.  Faces import the model and engines, never each other.
+
+A face tells the assembly what it answers by registering it, as Xandikos
+registers its reports by name: ``register(registry)`` in the face's module
+adds REPORT handlers by the body's root element and routes by path prefix
+and method.  The assembly (gateway.app) lists the face modules and
+dispatches; adding a face is one module and one line there.
+
+Handlers get ``(app, request)`` and return Radicale's answer tuple
+``(status, headers, body, xml)``.
 """
+
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+
+
+class Request(NamedTuple):
+    """What a handler needs of one HTTP request, authentication done."""
+
+    environ: dict
+    base_prefix: str
+    path: str
+    #: the authenticated user, "" when anonymous
+    user: str
+    user_groups: set
+    #: the parsed XML body (REPORT handlers only)
+    root: object = None
+
+
+Handler = Callable[[object, Request], Tuple]
+
+
+class Route(NamedTuple):
+    methods: Tuple[str, ...]
+    prefix: str
+    handler: Handler
+
+
+class Registry:
+    """REPORTs by root element and routes by path prefix."""
+
+    def __init__(self) -> None:
+        self.reports: Dict[str, Handler] = {}
+        self.routes: List[Route] = []
+
+    def report(self, root_tag: str, handler: Handler) -> None:
+        """Answer REPORTs whose body's root element is ``root_tag``
+        (Clark notation)."""
+        if root_tag in self.reports:
+            raise ValueError("REPORT %s registered twice" % root_tag)
+        self.reports[root_tag] = handler
+
+    def route(self, methods, prefix: str, handler: Handler) -> None:
+        """Answer ``methods`` on paths starting with ``prefix`` (a path
+        from the server root, like ``/.freebusy/``)."""
+        self.routes.append(Route(tuple(m.upper() for m in methods), prefix,
+                                 handler))
+        # Longest prefix first, so the most specific route wins.
+        self.routes.sort(key=lambda r: -len(r.prefix))
+
+    def find_route(self, method: str, path: str) -> Optional[Route]:
+        for route in self.routes:
+            if path.startswith(route.prefix) and method in route.methods:
+                return route
+        return None
+
+    def has_prefix(self, path: str) -> bool:
+        return any(path.startswith(r.prefix) for r in self.routes)

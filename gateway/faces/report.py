@@ -56,6 +56,17 @@ def _calendar(body: str):
         body.encode("utf-8"), None
 
 
+def register(registry) -> None:
+    """The free-busy-query REPORT, by its root element."""
+    registry.report(xmlsafe.clark("C:free-busy-query"), _handle)
+
+
+def _handle(app, request) -> Tuple:
+    return free_busy_report(app, request.root, request.path, request.user,
+                            request.user_groups,
+                            request.environ.get("HTTP_DEPTH"))
+
+
 def free_busy_report(app, root, path: str, user: str, user_groups: set,
                      depth: Optional[str]) -> Tuple:
     """Answer the REPORT; ``app`` is the gateway application."""

@@ -28,6 +28,7 @@ import icalendar
 from lxml import etree
 
 from gateway import timezones, vfreebusy, xmlsafe
+from gateway.addresses import user_addresses
 from gateway.model import (FIRST_ANSWERED, LAST_ANSWERED, LookupResult,
                            Reason, Window)
 
@@ -60,10 +61,6 @@ def box_of(path: str) -> Optional[Tuple[str, str]]:
     if len(parts) == 2 and parts[1] in (INBOX, OUTBOX) and parts[0]:
         return parts[0], parts[1]
     return None
-
-
-def user_addresses(user: str, domains) -> List[str]:
-    return ["mailto:%s@%s" % (user, domain) for domain in domains]
 
 
 def _href(base_prefix: str, path: str) -> str:

@@ -15,8 +15,9 @@ the entry-point group ``freebusy_gateway.providers``, then a dotted path
 
 import datetime
 import importlib
+import pkgutil
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gateway.config import ConfigError, Option, ProviderConfig
 from gateway.transport.http import HttpClient
@@ -27,8 +28,17 @@ from gateway.model import LookupResult, Period, Reason, Window
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_TYPES = ("caldav", "ifb", "ews", "graph", "exchange2003", "domino",
-                 "google", "nylas", "zonio")
+
+
+def _builtin_types() -> Tuple[str, ...]:
+    """The modules of the ``plugins`` package: the built-in types that
+    exist in this version, and no others."""
+    import plugins
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(plugins.__path__)
+                        if not m.name.startswith("_")))
+
+
+BUILTIN_TYPES = _builtin_types()
 ENTRY_POINT_GROUP = "freebusy_gateway.providers"
 
 
@@ -81,14 +91,8 @@ class Provider:
 
 def _resolve_type(type_name: str):
     if type_name in BUILTIN_TYPES:
-        try:
-            module = importlib.import_module("plugins." + type_name)
-        except ModuleNotFoundError as e:
-            if e.name != "plugins." + type_name:
-                raise
-            raise ImportError("the built-in type %r is not part of this "
-                              "version yet" % type_name) from None
-        return getattr(module, "Provider")
+        return getattr(importlib.import_module("plugins." + type_name),
+                       "Provider")
     try:
         from importlib.metadata import entry_points
         for entry in entry_points(group=ENTRY_POINT_GROUP):
