@@ -5,29 +5,43 @@ For a list of calendar user addresses it
   users, each ``[provider:NAME] domains`` belongs to that provider, anything
   else (or anything that is not ``mailto:``) is an unknown calendar user;
 - answers from the cache what it can (per provider ``cache_ttl``; a cached
-  wider window serves a narrower one);
+  wider window serves a narrower one; gateway.state.AnswerCache, bounded);
 - splits each provider's share by its declared limits (addresses per call,
-  longest window), runs all calls in parallel, and stitches the pieces;
-- stops waiting at the overall deadline: what has not come back by then is
-  "timed out" for its addresses, never free;
-- keeps errors per address: one failing provider or call touches only the
-  addresses that were in it.
+  longest window), runs the calls in parallel on that provider's own pool
+  (``max_parallel`` threads), and stitches the pieces;
+- makes one foreign call for the same address and window asked at the
+  same moment (single flight, across requests);
+- runs the local lookups on their own bounded pool under the same
+  deadline;
+- stops waiting at the overall deadline: what has not come back by then
+  (running, or still queued behind the provider's limit) is "timed out"
+  for its addresses, never free;
+- keeps errors per address: one failing provider, call or plugin bug
+  (raising, returning None or anything but a mapping of LookupResults,
+  periods that are not periods) touches only the addresses in it.
 """
 
 import concurrent.futures
+import datetime
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from gateway.state import AnswerCache, MemoryAnswerCache
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
-                                      ProviderError)
-from gateway.model import LookupResult, Period, Reason, Window, normalize
+                                      ProviderError, RateLimited)
+from gateway.model import (FBTYPES, LookupResult, Period, Reason, UTC,
+                           Window, normalize)
 
 logger = logging.getLogger(__name__)
 
 #: (owner user name, window, requesting user, requester's groups) -> result
 LocalLookup = Callable[[str, Window, str, set], LookupResult]
+
+#: Calls of one provider in flight at once, unless its ``max_parallel``
+#: says otherwise.
+DEFAULT_MAX_PARALLEL = 8
 
 
 def bare_address(address: str) -> Optional[str]:
@@ -46,35 +60,26 @@ def bare_address(address: str) -> Optional[str]:
     return "%s@%s" % (local, domain.lower())
 
 
-class TtlCache:
-    """Successful provider answers per (provider, address), for a while."""
+def cache_key(provider, address: str, requester: str) -> str:
+    """The answer cache's key: provider, address, and the asker where the
+    provider passes the asker's identity on (``per_asker``), because then
+    two askers may see different answers."""
+    asker = requester if getattr(provider, "per_asker", False) else ""
+    return "\x1f".join((provider.name, asker, address))
 
-    def __init__(self) -> None:
-        self._entries: Dict[Tuple[str, str], List[Tuple[Window, Tuple[
-            Period, ...], float]]] = {}
-        self._lock = threading.Lock()
 
-    def get(self, provider: str, address: str, window: Window
-            ) -> Optional[LookupResult]:
-        now = time.monotonic()
-        with self._lock:
-            entries = [e for e in self._entries.get((provider, address), [])
-                       if e[2] > now]
-            self._entries[(provider, address)] = entries
-            for cached_window, periods, _ in entries:
-                if (cached_window.start <= window.start and
-                        cached_window.end >= window.end):
-                    return LookupResult.busy(periods, window)
-        return None
+def _failed(chunk, reason: Reason, text: str) -> Dict[str, LookupResult]:
+    return {a: LookupResult.failed(reason, text) for a in chunk}
 
-    def put(self, provider: str, address: str, window: Window,
-            result: LookupResult, ttl: float) -> None:
-        if ttl <= 0 or not result.ok:
-            return
-        with self._lock:
-            entries = self._entries.setdefault((provider, address), [])
-            entries.append((window, result.periods, time.monotonic() + ttl))
-            del entries[:-8]  # a few windows per address is plenty
+
+def _valid_period(p) -> bool:
+    if not (isinstance(p, tuple) and len(p) == 3):
+        return False
+    start, end, fbtype = p
+    return (isinstance(start, datetime.datetime) and
+            isinstance(end, datetime.datetime) and
+            start.utcoffset() is not None and end.utcoffset() is not None
+            and isinstance(fbtype, str) and fbtype in FBTYPES)
 
 
 class FanOut:
@@ -83,7 +88,9 @@ class FanOut:
     def __init__(self, local_domains: Sequence[str], local_lookup: LocalLookup,
                  providers: Sequence, default_cache_ttl: float,
                  timeout: float, max_hops: int, max_workers: int = 32,
-                 local_username: Callable[[str], str] = str) -> None:
+                 local_username: Callable[[str], str] = str, *,
+                 cache: Optional[AnswerCache] = None,
+                 max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
         self.local_domains = set(local_domains)
         #: Local part of an address -> Radicale user name (the admin's
         #: [auth] lc_username / uc_username apply, as at login).
@@ -95,9 +102,21 @@ class FanOut:
         self.default_cache_ttl = default_cache_ttl
         self.timeout = timeout
         self.max_hops = max_hops
-        self.cache = TtlCache()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="fanout")
+        self.cache = cache if cache is not None else MemoryAnswerCache()
+        #: One pool per provider: a hanging system holds only its own
+        #: threads, never those the other providers' calls need.
+        self._pools = {}
+        for provider in self.providers:
+            limit = provider.options.get("max_parallel") or max_parallel
+            self._pools[provider.name] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=limit,
+                thread_name_prefix="fanout-%s" % provider.name)
+        #: Local lookups, bounded by the same deadline.
+        self._local_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="fanout-local")
+        #: (provider, asker, address, window) -> the call answering it now
+        self._in_flight: Dict[tuple, concurrent.futures.Future] = {}
+        self._in_flight_lock = threading.RLock()
 
     def route(self, address: str):
         """("local", user) | ("provider", provider) | (None, reason)."""
@@ -136,30 +155,60 @@ class FanOut:
                         Reason.NO_DATA, "%s was not asked: the request has "
                         "already passed %d gateways" % (target.name, hops))
                     continue
-                cached = self.cache.get(target.name, bare, window)
+                cached = self.cache.get(cache_key(target, bare, requester),
+                                        window.start, window.end)
                 if cached is not None:
-                    results[address] = cached
+                    results[address] = LookupResult.busy(cached, window)
                     continue
                 foreign.setdefault(target.name, []).append((address, bare))
                 providers[target.name] = target
         jobs = self._submit(providers, foreign, window, context)
-        for address, user in local:
-            try:
-                results[address] = self.local_lookup(
-                    user, window, requester, requester_groups or set())
-            except Exception:
-                logger.exception("Local lookup of %s failed", address)
-                results[address] = LookupResult.failed(Reason.UNAVAILABLE,
-                                                       "local lookup failed")
+        local_jobs = [(address, self._local_pool.submit(
+            self._local_call, address, user, window, requester,
+            set(requester_groups or ()))) for address, user in local]
+        futures = [job[3] for job in jobs] + [f for _, f in local_jobs]
+        if futures:
+            concurrent.futures.wait(futures, timeout=max(
+                0.0, deadline - time.monotonic()))
+        for address, future in local_jobs:
+            results[address] = self._local_result(address, future)
         results.update(self._collect(providers, foreign, jobs, window,
-                                     deadline))
+                                     requester))
         return {a: results[a] for a in addresses}
+
+    # -- local lookups ----------------------------------------------------
+
+    def _local_call(self, address, user, window, requester, groups
+                    ) -> LookupResult:
+        try:
+            result = self.local_lookup(user, window, requester, groups)
+        except BaseException:
+            logger.exception("Local lookup of %s failed", address)
+            return LookupResult.failed(Reason.UNAVAILABLE,
+                                       "local lookup failed")
+        return result
+
+    def _local_result(self, address, future) -> LookupResult:
+        if future.done() and not future.cancelled():
+            return future.result()
+        future.cancel()     # still queued: it will not run at all
+        logger.warning("Local lookup of %s did not finish within %.3g s",
+                       address, self.timeout)
+        return LookupResult.failed(
+            Reason.TIMED_OUT, "the local lookup did not finish within "
+            "%.3g s" % self.timeout)
+
+    # -- foreign calls ----------------------------------------------------
 
     def _submit(self, providers, foreign, window: Window,
                 context: LookupContext):
+        """Start the calls (or join the ones already answering the same
+        address and window): ``[(name, chunk, part, future)]``."""
         jobs = []
         for name, pairs in foreign.items():
             provider = providers[name]
+            asker = context.requester if getattr(
+                provider, "per_asker", False) else ""
             bares = sorted({bare for _, bare in pairs})
             size = provider.max_addresses or len(bares)
             longest = provider.max_window
@@ -169,73 +218,104 @@ class FanOut:
             windows = window.split(longest) if longest else [window]
             if provider.slot:
                 windows = [part.aligned(provider.slot) for part in windows]
-            for i in range(0, len(bares), size):
-                chunk = bares[i:i + size]
+            with self._in_flight_lock:
                 for part in windows:
-                    future = self._pool.submit(self._call, provider, chunk,
-                                               part, context)
-                    jobs.append((name, chunk, part, future))
+                    fresh = []
+                    for bare in bares:
+                        running = self._in_flight.get(
+                            (name, asker, bare, part))
+                        if running is not None:
+                            jobs.append((name, (bare,), part, running))
+                        else:
+                            fresh.append(bare)
+                    for i in range(0, len(fresh), size):
+                        chunk = tuple(fresh[i:i + size])
+                        future = self._pools[name].submit(
+                            self._call, provider, chunk, part, context)
+                        keys = [(name, asker, bare, part) for bare in chunk]
+                        for key in keys:
+                            self._in_flight[key] = future
+                        future.add_done_callback(
+                            lambda f, keys=keys: self._landed(f, keys))
+                        jobs.append((name, chunk, part, future))
         return jobs
 
-    @staticmethod
-    def _call(provider, chunk, part, context) -> Dict[str, LookupResult]:
+    def _landed(self, future, keys) -> None:
+        with self._in_flight_lock:
+            for key in keys:
+                if self._in_flight.get(key) is future:
+                    del self._in_flight[key]
+
+    @classmethod
+    def _call(cls, provider, chunk, part, context) -> Dict[str, LookupResult]:
         """One provider call; what the asker reads of a failure names the
         provider and the reason, the details (hosts, URLs, exceptions) go
         to the log once, with the provider's name."""
         name = provider.name
+        if time.monotonic() >= context.deadline:
+            # Queued behind the provider's limit until it was too late.
+            return _failed(chunk, Reason.TIMED_OUT, "%s could not be asked "
+                           "in time" % name)
         try:
-            answer = provider.lookup(chunk, part, context)
+            answer = provider.lookup(list(chunk), part, context)
         except ProviderError as e:
+            if isinstance(e, RateLimited):
+                _remember_pause(provider, e.retry_after)
             logger.warning("Provider %s failed for %d address(es) over %s: "
                            "%s", name, len(chunk), _span(part), e.detail)
-            return {a: LookupResult.failed(e.reason, "%s %s" % (
-                name, e.public)) for a in chunk}
-        except Exception:  # a plugin bug must stay with its addresses
+            public = e.public if isinstance(e.public, str) else \
+                PUBLIC_REASONS.get(e.reason, "failed")
+            reason = e.reason if isinstance(e.reason, Reason) else \
+                Reason.UNAVAILABLE
+            return _failed(chunk, reason, "%s %s" % (name, public))
+        except BaseException:  # a plugin bug must stay with its addresses
             logger.exception("Provider %s raised for %d address(es)", name,
                              len(chunk))
-            return {a: LookupResult.failed(
-                Reason.UNAVAILABLE, "%s failed with an internal error" %
-                name) for a in chunk}
-        if not isinstance(answer, dict):
-            logger.error("Provider %s returned %s instead of a dict", name,
-                         type(answer).__name__)
+            return _failed(chunk, Reason.UNAVAILABLE,
+                           "%s failed with an internal error" % name)
+        return cls._checked(name, chunk, part, answer)
+
+    @staticmethod
+    def _checked(name, chunk, part, answer) -> Dict[str, LookupResult]:
+        """A plugin's answer, each result checked: anything the gateway
+        cannot read is no data for that address, never free."""
+        if not isinstance(answer, Mapping):
+            logger.error("Provider %s returned %s instead of a mapping of "
+                         "results", name, type(answer).__name__)
             answer = {}
         results = {}
         for address in chunk:
-            result = answer.get(address)
-            if not isinstance(result, LookupResult):
-                logger.warning("Provider %s gave no answer for %s", name,
-                               address)
-                result = LookupResult.failed(
-                    Reason.NO_DATA, "%s gave no answer for this address"
-                    % name)
-            elif not result.ok:
-                # A plugin's own text may hold anything; the asker gets
-                # the reason's phrase, the log the text.
-                logger.info("Provider %s: %s for %s: %s", name,
-                            result.failure.value, address, result.detail)
-                result = LookupResult.failed(result.failure, "%s %s" % (
-                    name, PUBLIC_REASONS[result.failure]))
-            results[address] = result
+            try:
+                result = answer.get(address)
+            except Exception:
+                logger.exception("Provider %s: its answer cannot be read "
+                                 "for %s", name, address)
+                result = None
+            results[address] = _checked_result(name, address, result, part)
         return results
 
     def _collect(self, providers, foreign, jobs, window: Window,
-                 deadline: float) -> Dict[str, LookupResult]:
-        futures = [job[3] for job in jobs]
-        if futures:
-            concurrent.futures.wait(futures, timeout=max(
-                0.0, deadline - time.monotonic()))
+                 requester: str) -> Dict[str, LookupResult]:
         pieces: Dict[Tuple[str, str], List[LookupResult]] = {}
         for name, chunk, part, future in jobs:
-            if future.done():
-                answer = future.result()
-            else:
+            answer = None
+            if future.done() and not future.cancelled():
+                try:
+                    answer = future.result()
+                except BaseException:
+                    logger.exception("Provider %s call failed", name)
+                    answer = _failed(chunk, Reason.UNAVAILABLE, "%s failed "
+                                     "with an internal error" % name)
+            if answer is None:
+                started = not future.cancel()
                 logger.warning("Provider %s did not answer within %.3g s "
-                               "for %d address(es) over %s", name,
-                               self.timeout, len(chunk), _span(part))
-                answer = {a: LookupResult.failed(
-                    Reason.TIMED_OUT, "%s did not answer within %.3g s" % (
-                        name, self.timeout)) for a in chunk}
+                               "for %d address(es) over %s%s", name,
+                               self.timeout, len(chunk), _span(part),
+                               "" if started else
+                               " (never started: too many calls queued)")
+                answer = _failed(chunk, Reason.TIMED_OUT,
+                                 "%s did not answer within %.3g s" % (
+                                     name, self.timeout))
             for bare in chunk:
                 pieces.setdefault((name, bare), []).append(answer[bare])
         out = {}
@@ -251,12 +331,58 @@ class FanOut:
                     continue
                 result = LookupResult.busy(
                     [p for part in parts for p in part.periods], window)
-                self.cache.put(name, bare, window, result, ttl)
+                self.cache.put(cache_key(provider, bare, requester),
+                               window.start, window.end, result.periods,
+                               ttl, cost=len(result.periods) + 1)
                 out[address] = result
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in list(self._pools.values()) + [self._local_pool]:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _checked_result(name, address, result, part) -> LookupResult:
+    if not isinstance(result, LookupResult):
+        logger.warning("Provider %s gave no answer for %s%s", name, address,
+                       "" if result is None else " (a %s)" %
+                       type(result).__name__)
+        return LookupResult.failed(
+            Reason.NO_DATA, "%s gave no answer for this address" % name)
+    if result.failure is not None:
+        # A plugin's own text may hold anything; the asker gets the
+        # reason's phrase, the log the text.
+        reason = result.failure if isinstance(result.failure, Reason) \
+            else Reason.NO_DATA
+        logger.info("Provider %s: %s for %s: %s", name, reason.value,
+                    address, str(result.detail)[:500])
+        return LookupResult.failed(reason, "%s %s" % (
+            name, PUBLIC_REASONS[reason]))
+    periods = result.periods
+    try:
+        if not isinstance(periods, (tuple, list)) or not all(
+                _valid_period(p) for p in periods):
+            raise TypeError("periods that are not periods")
+        return LookupResult.busy([Period(
+            p[0].astimezone(UTC), p[1].astimezone(UTC), p[2])
+            for p in periods], part)
+    except Exception as e:
+        logger.warning("Provider %s gave an unreadable answer for %s: %s",
+                       name, address, e)
+        return LookupResult.failed(
+            Reason.NO_DATA, "%s gave an unreadable answer" % name)
+
+
+def _remember_pause(provider, seconds) -> None:
+    """A RateLimited a plugin raised (from a throttling body) goes into
+    the provider's throttle memory, as a Retry-After would."""
+    throttle = getattr(getattr(provider, "http", None), "throttle", None)
+    if seconds is not None and callable(throttle):
+        try:
+            throttle(seconds)
+        except Exception:
+            logger.exception("Provider %s: pause of %r not remembered",
+                             provider.name, seconds)
 
 
 def _span(window: Window) -> str:
