@@ -10,7 +10,13 @@ PROPFIND with 200 and an ``<unauthenticated/>`` principal instead of 401.
 
 All addresses of one call go into one VFREEBUSY REQUEST; the answer's
 per-recipient request-status maps back to the model (2.x busy, 3.7
-unknown, 3.8 no authority, 5.x unavailable).
+unknown, 3.8 no authority, 5.x unavailable).  A reply whose VFREEBUSY
+does not say it covers the whole window asked for (DTSTART/DTEND) is no
+data for that recipient, never free outside what it covers.
+
+The peer is asked as the configured account, whoever asks here, so its
+answers do not depend on the asker: ``per_asker`` is False and one cached
+answer serves every local asker.
 """
 
 import datetime
@@ -23,7 +29,7 @@ from gateway import xmlsafe
 from gateway.config import Option
 from gateway.model import LookupResult, Reason
 from gateway.provider import Provider as BaseProvider, ProviderError
-from gateway.timezones import UTC
+from gateway.timezones import UTC, format_utc
 from gateway.vfreebusy import MAX_PEER_BYTES, PeerDataError, parse_periods
 
 PROPFIND_PRINCIPAL = (b'<?xml version="1.0" encoding="utf-8"?>'
@@ -54,6 +60,9 @@ def _organizer(value: str) -> str:
 
 class Provider(BaseProvider):
     """Free/busy from a remote CalDAV scheduling outbox."""
+
+    #: Asked as the configured account, not as the asker (see above).
+    per_asker = False
 
     OPTIONS = {
         "max_attendees": Option(_positive_int, "30", "Most attendees in one "
@@ -208,10 +217,19 @@ class Provider(BaseProvider):
             if code.startswith("2."):
                 data = response.findtext(xmlsafe.clark("C:calendar-data"))
                 try:
-                    periods, _ = parse_periods((data or "").encode("utf-8"))
+                    periods, covered = parse_periods(
+                        (data or "").encode("utf-8"))
                 except PeerDataError as e:
                     results[address] = LookupResult.failed(Reason.NO_DATA,
                                                             str(e))
+                    continue
+                if covered is None or covered.start > window.start or \
+                        covered.end < window.end:
+                    results[address] = LookupResult.failed(
+                        Reason.NO_DATA, "peer covered only %s" % (
+                            "an unknown range" if covered is None else
+                            "%s..%s" % (format_utc(covered.start),
+                                        format_utc(covered.end))))
                     continue
                 results[address] = LookupResult.busy(periods, window)
             else:

@@ -51,6 +51,8 @@ class Provider(BaseProvider):
     """One GET per address; the fan-out runs them in parallel."""
 
     max_addresses = 1
+    #: Read URLs answer the same whoever asks (the gateway's credentials).
+    per_asker = False
     OPTIONS = {
         "window_params": Option(_style, "calconnect", "How the window is "
                                 "sent: calconnect, kolab, zimbra or none."),
