@@ -25,6 +25,7 @@ from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
 from gateway.faces import report, scheduling
 from gateway.engine.fanout import FanOut
+from gateway.transport import auth
 from gateway.transport.http import HOPS_HEADER, HttpClient
 from gateway.engine.calendar_object import Limits
 from gateway.engine.local import (AVAILABILITY_KEY, TIMEZONE_KEY,
@@ -50,13 +51,18 @@ def _multistatus(body: bytes):
     return 207, XML, body, None
 
 
-def http_client_for(provider_config) -> HttpClient:
-    """The one HTTP client a provider gets, from its common ini keys."""
+def http_client_for(provider_config, provider_class=None) -> HttpClient:
+    """The one HTTP client a provider gets, from its common ini keys;
+    credentials, client certificate and CA file as gateway.transport.auth
+    reads them (ValueError naming the key for a wrong combination)."""
     options = provider_config.options
-    return HttpClient(options["url"], options["timeout"],
-                      username=options["username"],
-                      password=options["password"], token=options["token"],
-                      verify=options["verify_tls"])
+    authenticator, verify, cert = auth.build(
+        provider_config.name, options,
+        accepted=getattr(provider_class, "AUTH_KINDS", auth.DEFAULT_KINDS),
+        scopes=getattr(provider_class, "AUTH_SCOPES", None),
+        type_name=options["type"])
+    return HttpClient(options["url"], options["timeout"], verify=verify,
+                      cert=cert, authenticator=authenticator)
 
 
 def load_providers(gateway_config: GatewayConfig):

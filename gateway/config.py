@@ -75,6 +75,26 @@ def http_url(value: str) -> str:
     return value
 
 
+#: ``auth =`` choices (design.md "Credentials"; gateway.transport.auth).
+AUTH_KINDS = ("basic", "ntlm", "form", "bearer", "oauth2", "google")
+#: Provider keys naming files; relative paths are relative to the ini file.
+PROVIDER_FILE_KEYS = ("service_account_file", "client_cert", "client_key",
+                      "ca_file")
+
+
+def _auth_kind(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in AUTH_KINDS:
+        raise ValueError("must be one of %s" % ", ".join(AUTH_KINDS))
+    return lowered
+
+
+def _https_url(value: str) -> str:
+    if not re.match(r"^https://[^/\s]+", value):
+        raise ValueError("must be an https:// URL")
+    return value.rstrip("/")
+
+
 class Option(NamedTuple):
     """One ini key: its parser, default (None = required) and help."""
 
@@ -135,6 +155,33 @@ PROVIDER_SCHEMA: Dict[str, Option] = {
     "username": Option(str, "", "Account name at the foreign system."),
     "password": Option(str, "", "Password of that account."),
     "token": Option(str, "", "Bearer token, instead of username/password."),
+    "auth": Option(_auth_kind, "", "How to log in: basic (default with a "
+                   "username), ntlm, form (OWA forms login), bearer "
+                   "(default with a token), oauth2 (client credentials), "
+                   "google (service account)."),
+    "tenant": Option(str, "", "auth = oauth2: directory tenant id or "
+                     "domain."),
+    "client_id": Option(str, "", "auth = oauth2: application (client) id."),
+    "client_secret": Option(str, "", "auth = oauth2: client secret."),
+    "authority": Option(_https_url, "", "auth = oauth2: identity platform, "
+                        "default https://login.microsoftonline.com; tokens "
+                        "from {authority}/{tenant}/oauth2/v2.0/token."),
+    "scope": Option(str, "", "auth = oauth2 or google: scope asked for; "
+                    "default per type (Graph's .default, Google's "
+                    "calendar.readonly)."),
+    "service_account_file": Option(str, "", "auth = google: the service "
+                                   "account's JSON key file."),
+    "subject": Option(str, "", "auth = google: the user the service "
+                      "account acts as (domain-wide delegation)."),
+    "login_url": Option(str, "", "auth = form: where credentials are "
+                        "posted; default {url's host}"
+                        "/exchweb/bin/auth/owaauth.dll."),
+    "client_cert": Option(str, "", "TLS client certificate (PEM), with any "
+                          "auth."),
+    "client_key": Option(str, "", "Its private key (PEM), if not in "
+                         "client_cert."),
+    "ca_file": Option(str, "", "Trust this CA bundle (PEM) for this "
+                      "provider's hosts instead of the system's."),
     "timeout": Option(_positive_float, "5", "Seconds one call may take."),
     "cache_ttl": Option(_non_negative_float, "", "Seconds an answer may "
                         "be reused; empty means [gateway] cache_ttl."),
@@ -210,6 +257,10 @@ def load(path: str) -> GatewayConfig:
                                   "as in [provider:corp]" % (path, section))
             options, extra = _parse_section(path, section, raw,
                                             PROVIDER_SCHEMA, True)
+            for key in PROVIDER_FILE_KEYS:
+                if options.get(key):
+                    options[key] = os.path.join(
+                        base, os.path.expanduser(options[key]))
             providers.append(ProviderConfig(name, options, extra))
         else:
             raise ConfigError("%s: [%s] unknown section (Radicale's sections,"

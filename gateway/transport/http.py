@@ -348,7 +348,8 @@ class HttpClient:
                  password: str = "", token: str = "", verify: bool = True,
                  max_body: int = MAX_BODY_BYTES,
                  throttle: Optional[ThrottleMemory] = None,
-                 throttle_key: str = "") -> None:
+                 throttle_key: str = "", cert=None,
+                 authenticator=None) -> None:
         self.base_url = base_url
         #: The origins this client may contact: the ``url``'s, and what
         #: ``allow_origin`` adds (an OAuth token endpoint, say).
@@ -368,6 +369,16 @@ class HttpClient:
         self._auth = (username, password) if username else None
         self._token = token
         self._local = threading.local()
+        # -- auth (gateway.transport.auth) --------------------------------
+        #: requests' ``cert``: a client certificate file, or (cert, key).
+        self.cert = cert
+        #: Credentials applied to every request with ``auth=True``; it may
+        #: add origins (token endpoints) and send its token requests
+        #: through this client.
+        self.authenticator = authenticator
+        if authenticator is not None:
+            authenticator.bind(self)
+        # -- end auth -------------------------------------------------------
 
     @property
     def _session(self) -> requests.Session:
@@ -437,8 +448,8 @@ class HttpClient:
         if auth and self._token:
             all_headers["Authorization"] = "Bearer " + self._token
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            response = self._send(method, url, context, all_headers, data,
-                                  params, auth)
+            response = self._send_authenticated(
+                method, url, context, all_headers, data, params, auth)
             if response.status not in (429, 503):
                 return response
             delay = parse_retry_after(response.headers.get("Retry-After"))
@@ -455,6 +466,41 @@ class HttpClient:
                         response.status, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    # -- auth (gateway.transport.auth) ------------------------------------
+
+    def _send_authenticated(self, method, url, context, headers, data,
+                            params, auth) -> Response:
+        """``_send`` with the authenticator's headers; after an answer
+        that refused them, once more with a fresh credential, and a
+        second refusal is a ProviderError (NO_AUTHORITY)."""
+        authenticator = self.authenticator if auth else None
+        if authenticator is None:
+            return self._send(method, url, context, headers, data, params,
+                              auth)
+        for renewed in (False, True):
+            sent = dict(headers, **authenticator.headers(context))
+            response = self._send(method, url, context, sent, data, params,
+                                  auth)
+            if not authenticator.refused(response):
+                return response
+            if renewed:
+                raise authenticator.refused_again(response)
+            logger.info("%s refused the %s credential; fetching a fresh "
+                        "one", response.url, authenticator.kind)
+            authenticator.renew(sent, context)
+        raise AssertionError("unreachable")
+
+    def _requests_auth(self):
+        if self.authenticator is not None:
+            return self.authenticator.requests_auth()
+        return self._auth
+
+    def session_cookies(self):
+        """This thread's cookie jar (a forms login reads its cookie)."""
+        return self._session.cookies
+
+    # -- end auth -------------------------------------------------------------
 
     def _respect_quiet_time(self, url: str, context: LookupContext) -> None:
         """Wait out an earlier Retry-After, or fail at once if it outlasts
@@ -486,7 +532,8 @@ class HttpClient:
                         method, url, headers=headers, data=data,
                         params=params, timeout=timeout, stream=True,
                         allow_redirects=False, verify=self.verify,
-                        auth=self._auth if auth else None) as raw:
+                        cert=self.cert,
+                        auth=self._requests_auth() if auth else None) as raw:
                     body = self._read_bounded(raw, context)
                     response = Response(raw.status_code, raw.headers, body,
                                         url)

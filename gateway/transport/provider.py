@@ -61,6 +61,13 @@ class Provider:
     OPTIONS: Mapping[str, Option] = {}
     #: ``url`` must be set for this type.
     requires_url: bool = True
+    #: The ``auth`` kinds (design.md "Credentials") this type takes; any
+    #: other is refused at start-up.  ``client_cert`` and ``ca_file`` go
+    #: with any of them.  The transport applies them (gateway.transport.auth).
+    AUTH_KINDS: Sequence[str] = ("basic", "bearer", "oauth2")
+    #: Default ``scope`` by auth kind (oauth2, google) where the type's
+    #: API needs another than Graph's or Google Calendar's.
+    AUTH_SCOPES: Mapping[str, str] = {}
 
     def __init__(self, name: str, options: Dict, extra: Dict,
                  http: HttpClient) -> None:
@@ -143,7 +150,7 @@ def load_provider(path: str, provider_config: ProviderConfig,
                           % (path, section, type_name))
     try:
         return cls(provider_config.name, provider_config.options, extra,
-                   http_factory(provider_config))
+                   http_factory(provider_config, cls))
     except ValueError as e:
         raise ConfigError("%s: [%s] %s" % (path, section, e)) from None
 
