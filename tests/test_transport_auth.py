@@ -205,6 +205,18 @@ def test_a_refused_client_secret_is_refused_credentials(tmp_path, pki, idp,
     assert resource.requests == []
 
 
+def test_a_failing_discovery_is_unavailable_until_it_works(
+        tmp_path, pki, idp, resource):
+    idp.discovery_failure = 500
+    http = load_http(tmp_path, oauth2(idp, resource, pki))
+    with pytest.raises(ProviderError) as caught:
+        http.request("GET", "/whoami", context())
+    assert caught.value.reason == Reason.UNAVAILABLE
+    idp.discovery_failure = None
+    assert whoami(http)["kind"] == "oauth2"
+    assert idp.discoveries == 2
+
+
 def test_an_unknown_tenant_is_refused_credentials(tmp_path, pki, idp,
                                                   resource):
     http = load_http(tmp_path, oauth2(idp, resource, pki).replace(
@@ -212,6 +224,19 @@ def test_an_unknown_tenant_is_refused_credentials(tmp_path, pki, idp,
     with pytest.raises(ProviderError) as caught:
         http.request("GET", "/whoami", context())
     assert caught.value.reason == Reason.NO_AUTHORITY
+    assert resource.requests == []
+
+
+@pytest.mark.parametrize("status", [500, 200])
+def test_a_token_endpoint_answering_garbage_is_unavailable(
+        tmp_path, pki, idp, resource, status):
+    http = load_http(tmp_path, oauth2(idp, resource, pki))
+    idp.token_failure = (status, b"<html>Service error</html>")
+    with pytest.raises(ProviderError) as caught:
+        http.request("GET", "/whoami", context())
+    assert caught.value.reason == Reason.UNAVAILABLE
+    assert caught.value.public == "could not get an access token"
+    assert idp.token_requests == [("failure", {})]
     assert resource.requests == []
 
 

@@ -289,13 +289,26 @@ class OAuth2Auth(CachedAuth):
                         http_client=_MsalHttp(self),
                         instance_discovery=False,
                         validate_authority=host in MICROSOFT_AUTHORITY_HOSTS)
-                except ValueError as e:
+                except ValueError as e:     # 4xx: no such tenant
                     raise refused_credentials(
                         "%s/%s: tenant discovery failed: %s" % (
                             self.authority, self.tenant, e)) from None
+                except msal.exceptions.MsalError as e:
+                    raise ProviderError(
+                        Reason.UNAVAILABLE, "%s/%s: tenant discovery "
+                        "failed: %s" % (self.authority, self.tenant, e),
+                        "could not get an access token") from None
             # Our token store is the cache: msal must ask the endpoint.
             self._app.remove_tokens_for_client()
-            result = self._app.acquire_token_for_client([self.scope])
+            try:
+                result = self._app.acquire_token_for_client([self.scope])
+            except (msal.exceptions.MsalError, ValueError, KeyError,
+                    TypeError) as e:
+                # an HTTP error, or an answer that is no token response
+                raise ProviderError(
+                    Reason.UNAVAILABLE, "token endpoint of %s/%s: %s: %s" % (
+                        self.authority, self.tenant, type(e).__name__, e),
+                    "could not get an access token") from None
         finally:
             self._context = None
         if "access_token" not in result:

@@ -108,6 +108,10 @@ class IdentityProvider:
         self.token_endpoint: Optional[str] = None
         #: a Location the token endpoint redirects to (None: answer)
         self.redirect_token: Optional[str] = None
+        #: a status OIDC discovery answers instead of its document
+        self.discovery_failure: Optional[int] = None
+        #: (status, body) the token endpoint answers instead of a token
+        self.token_failure: Optional[Tuple[int, bytes]] = None
         #: Google service accounts: client_email -> public key
         self.service_accounts: Dict[str, object] = {}
         self.google_scope = "https://www.googleapis.com/auth/calendar.readonly"
@@ -159,6 +163,9 @@ class IdentityProvider:
         if method == "GET" and path == tenant_prefix + \
                 "v2.0/.well-known/openid-configuration":
             self.discoveries += 1
+            if self.discovery_failure:
+                return handler.send(self.discovery_failure, b"oops",
+                                    "text/html")
             base = self.base + "/" + self.tenant
             return handler.send(200, {
                 "issuer": "%s/v2.0" % base,
@@ -179,6 +186,10 @@ class IdentityProvider:
             if self.redirect_token:
                 return handler.send(307, b"", "text/plain",
                                     {"Location": self.redirect_token})
+            if self.token_failure:
+                self.token_requests.append(("failure", {}))
+                return handler.send(self.token_failure[0],
+                                    self.token_failure[1], "text/html")
             if self.delay:
                 time.sleep(self.delay)
             form = dict(urllib.parse.parse_qsl(body.decode("utf-8")))
