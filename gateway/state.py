@@ -133,7 +133,7 @@ class MemoryAnswerCache(AnswerCache):
     def get(self, key: str, start, end) -> Optional[Any]:
         now = time.monotonic()
         with self._lock:
-            for entry in self._fresh(key, now):
+            for entry in reversed(self._fresh(key, now)):   # newest first
                 if entry[0] <= start and entry[1] >= end:
                     self._entries.move_to_end(key)
                     return entry[2]
