@@ -275,3 +275,32 @@ def test_outbox_discovery_answer_cannot_steer_to_other_hosts(
         if answer[2]:
             assert periods_of(answer[2]).get("BUSY") != [
                 ("20260105T150000Z", "20260105T160000Z")]
+
+
+@pytest.mark.parametrize("cover,status", [("full", "2.0"), ("half", "5.3"),
+                                          ("none", "5.3")])
+def test_peer_reply_must_cover_the_window(gateway_factory, cover, status):
+    """A CalDAV peer whose VFREEBUSY reply covers less of the window than
+    asked (or does not say what it covers) is no data, never free."""
+    from emulators.caldav_outbox import ACCOUNT, CaldavPeer
+    peer = CaldavPeer({"carol@peer.example": [("20260105T090000Z",
+                                               "20260105T100000Z")]})
+    peer.principal_hrefs["/"] = ACCOUNT
+    peer.cover = cover
+    try:
+        gateway = gateway_factory(extra=provider_section(
+            "peer", "peer.example", peer.base + "/", "fed", "fed-pw"))
+        response = gateway.post("/alice/.schedule-outbox/", request_text(
+            ["carol@peer.example", "alice@example.com"]), "alice")
+        answers = schedule_response(response)
+        assert [(a[0], a[1]) for a in answers] == [
+            ("mailto:carol@peer.example", status),
+            ("mailto:alice@example.com", "2.0")]
+        if status == "2.0":
+            assert_same_periods(periods_of(answers[0][2]), {
+                "BUSY": [("20260105T090000Z", "20260105T100000Z")]})
+        else:
+            assert answers[0][2] is None
+            assert "peer gave no usable answer" in response.text
+    finally:
+        peer.close()
