@@ -187,6 +187,10 @@ PROVIDER_SCHEMA: Dict[str, Option] = {
                         "be reused; empty means [gateway] cache_ttl."),
     "verify_tls": Option(_boolean, "yes", "Check the server's TLS "
                          "certificate."),
+    "max_parallel": Option(_positive_int, "8", "Calls to this provider "
+                           "in flight at once; more wait their turn (and "
+                           "time out at the deadline), so one slow system "
+                           "cannot take the threads the others need."),
 }
 
 
