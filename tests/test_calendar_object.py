@@ -57,7 +57,7 @@ def test_same_answer_whatever_was_asked_before():
     fresh = answer(BusyObject(text, UTC, Limits(100)), late)
     used = BusyObject(text, UTC, Limits(100))
     answer(used, W((2026, 3, 1), (2026, 4, 1)))
-    answer(used, W((2026, 1, 1), (2031, 1, 1)))
+    answer(used, W((2028, 11, 1), (2029, 4, 1)))
     assert answer(used, late) == fresh
     assert len(fresh) == 24
 
@@ -166,13 +166,26 @@ def test_deadline_answers_busy_and_keeps_going_next_time():
     """Months still unexpanded at the deadline are busy for that answer,
     not kept: the next query goes on and becomes exact."""
     obj = BusyObject(ev("DTSTART:20260101T000000Z", "DTEND:20260101T000100Z",
-                        "RRULE:FREQ=MINUTELY;INTERVAL=10"), UTC)
-    window = W((2026, 1, 1), (2026, 7, 1))
-    first = answer(obj, window, frozenset())
+                        "RRULE:FREQ=HOURLY;INTERVAL=2"), UTC)
+    first = answer(obj, W((2026, 1, 1), (2026, 7, 1)))
     rushed = normalize(obj.periods(W((2027, 1, 1), (2027, 3, 1)),
                                    deadline=time.monotonic() - 1),
                        W((2027, 1, 1), (2027, 3, 1)))
     assert rushed == [Period(T(2027, 1, 1), T(2027, 3, 1))]
     exact = answer(obj, W((2027, 1, 1), (2027, 1, 2)))
-    assert len(exact) == 144
-    assert len(first) == 144 * 181
+    assert len(exact) == 12
+    assert len(first) == 12 * 181
+
+
+def test_dense_month_is_kept_coarser_never_freer():
+    """A month with more busy periods than an object may keep is widened
+    to 15-minute slots: bounded, and busy wherever an occurrence is."""
+    obj = BusyObject(ev("DTSTART:20260101T000000Z", "DTEND:20260101T000100Z",
+                        "RRULE:FREQ=MINUTELY;INTERVAL=20"), UTC)
+    month = answer(obj, JAN)
+    assert len(month) <= 1000
+    assert month == [Period(JAN.start, JAN.end)] or all(
+        p.start.minute % 15 == 0 for p in month)
+    for minute in range(0, 24 * 60, 20):
+        moment = JAN.start + datetime.timedelta(days=3, minutes=minute)
+        assert any(p.start <= moment < p.end for p in month)

@@ -63,7 +63,12 @@ LATEST = datetime.datetime(9999, 12, 29, tzinfo=UTC)
 #: [reporting] max_freebusy_occurrence (0): memory stays bounded anyway.
 HARD_MAX_OCCURRENCES = 100000
 #: Chunks one object keeps (least recently used go first).
-MAX_CHUNKS = 240
+MAX_CHUNKS = 120
+#: Periods one month of one object keeps; past it they are widened to
+#: coarser slots (see ``coarsened``), so memory and answers stay bounded.
+MAX_CHUNK_PERIODS = 1000
+_COARSER_SLOTS = (datetime.timedelta(minutes=15), datetime.timedelta(hours=1),
+                  datetime.timedelta(days=1))
 #: What a kept object costs beyond its periods, in period-equivalents per
 #: byte of its text (the parsed tree is several times the text).
 TEXT_COST = 1 / 64
@@ -128,6 +133,22 @@ def safe_utc(value, zone: datetime.tzinfo) -> datetime.datetime:
     return min(max(result, EARLIEST), LATEST)
 
 
+def coarsened(periods: List[Period]) -> List[Period]:
+    """At most MAX_CHUNK_PERIODS periods covering at least ``periods``:
+    each widened to whole 15-minute slots, then hours, then days, until
+    few enough remain.  Busier, never freer."""
+    periods = coalesce(periods)
+    for slot in _COARSER_SLOTS:
+        if len(periods) <= MAX_CHUNK_PERIODS:
+            break
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+        periods = coalesce(
+            Period(epoch + (p.start - epoch) // slot * slot,
+                   epoch - (epoch - p.end) // slot * slot, p.fbtype)
+            for p in periods)
+    return periods
+
+
 class _Chunk:
     """One month of one object: coalesced periods plus declined ones."""
 
@@ -135,7 +156,11 @@ class _Chunk:
 
     def __init__(self, periods: List[Period],
                  declined: List[Tuple[Period, frozenset]]) -> None:
-        self.periods = coalesce(periods)
+        self.periods = coarsened(periods)
+        if len(declined) > MAX_CHUNK_PERIODS:
+            # Too many to keep apart: they count for everyone.
+            self.periods = coarsened(self.periods + [p for p, _ in declined])
+            declined = []
         self.starts = [p.start for p in self.periods]
         self.longest = max((p.end - p.start for p in self.periods),
                            default=datetime.timedelta(0))
@@ -183,11 +208,39 @@ def _rule_density(component) -> float:
     return 1.0 / (seconds * interval)
 
 
+#: Instances a dateutil rule may keep in its cache between expansions.
+MAX_RULE_CACHE = 20000
+
+
+def _rule_caches(query) -> List:
+    """The dateutil rules (and rule sets) of a recurring-ical-events query.
+
+    recurring-ical-events builds them with cache=True, which keeps every
+    instance ever iterated, from DTSTART on, for the life of the object:
+    it makes month after month cheap (dateutil always iterates from
+    DTSTART), but a dense rule asked about a far window would hold
+    millions of datetimes.  The engine trims them (``_trim``)."""
+    rules = []
+    for series in query.series:
+        recurrence = getattr(series, "recurrence", None)
+        for rule in getattr(recurrence, "rrules", ()):
+            rules.append(rule)
+            rules.extend(getattr(rule, "_rrule", ()))
+    return [r for r in rules if hasattr(r, "_invalidate_cache")]
+
+
+def _trim(rules: List) -> None:
+    for rule in rules:
+        cache = getattr(rule, "_cache", None)
+        if cache is not None and len(cache) > MAX_RULE_CACHE:
+            rule._invalidate_cache()
+
+
 class _Series:
     """The components of one UID, expanded by recurring-ical-events."""
 
     __slots__ = ("uid", "components", "query", "broken", "density",
-                 "earliest", "warned")
+                 "earliest", "warned", "rules")
 
     def __init__(self, uid: str, components: List, timezones_: List) -> None:
         self.uid = uid
@@ -198,6 +251,7 @@ class _Series:
         for component in components:
             calendar.add_component(component)
         self.query = None
+        self.rules: List = []
         self.broken = False
         self.warned = False
         self.earliest = EARLIEST
@@ -212,6 +266,7 @@ class _Series:
                 raise ValueError("VEVENT without DTSTART")
             _drop_rule_ending_before_start(component)
         self.query = recurring_ical_events.of(calendar)
+        self.rules = _rule_caches(self.query)
         self.earliest = max(EARLIEST, min(
             safe_utc(c["DTSTART"].dt, UTC) for c in components) -
             _FLOATING_MARGIN)
@@ -481,12 +536,22 @@ class BusyObject:
         high = min(LATEST, part.end + _FLOATING_MARGIN)
         periods: List[Period] = []
         declined: List[Tuple[Period, frozenset]] = []
-        declined_of: Dict[int, frozenset] = {}
-        count = 0
         if series.density * (part.end - part.start).total_seconds() > \
                 limit * 1.5:
             # Far more instances than allowed: do not even start.
             raise _TooMany(limit)
+        try:
+            self._expand_into(series, part, low, high, limit, periods,
+                              declined)
+        finally:
+            _trim(series.rules)
+        return periods, declined
+
+    def _expand_into(self, series: _Series, part: Window, low, high,
+                     limit: int, periods: List[Period],
+                     declined: List[Tuple[Period, frozenset]]) -> None:
+        declined_of: Dict[int, frozenset] = {}
+        count = 0
         with time_limit(self.limits.seconds):
             for one in series.query.series:
                 for occurrence in one.between(low.replace(tzinfo=None),
@@ -516,7 +581,6 @@ class BusyObject:
                         declined.append((period, who))
                     else:
                         periods.append(period)
-        return periods, declined
 
     def _give_up(self, components: List, error: BaseException) -> None:
         """A series that cannot be expanded counts as busy over its span."""
