@@ -313,13 +313,15 @@ def help_text(provider_types=()) -> str:
     """The admin reference of the gateway's keys, from the schema, and the
     built-in provider types that exist."""
     lines = []
+    width = max(len(k) for k in list(GATEWAY_SCHEMA) + list(PROVIDER_SCHEMA))
     for title, schema in (("[gateway]", GATEWAY_SCHEMA),
                           ("[provider:NAME]", PROVIDER_SCHEMA)):
         lines.append(title)
         for key, option in schema.items():
             default = ("required" if option.default is None else
                        "default %r" % option.default)
-            lines.append("  %-16s %s (%s)" % (key, option.help, default))
+            lines.append("  %-*s %s (%s)" % (width, key, option.help,
+                                             default))
         lines.append("")
     if provider_types:
         lines.append("Built-in provider types: %s" % ", ".join(
