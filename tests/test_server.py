@@ -173,7 +173,8 @@ def test_outbox_posts_waiting_on_a_slow_system_do_not_stop_others(
     attendees = ["hang%d@fb.example.net" % i for i in range(12)]
     for address in attendees:
         slow_system.script[address] = ["hang"]
-    gateway = server_factory(extra=ifb_provider(slow_system, 8))
+    gateway = server_factory(extra=ifb_provider(slow_system, 8) +
+                             "max_parallel = 12\n")
     calendar = seed(gateway)
     answers = {}
 

@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from gateway.state import AnswerCache, MemoryAnswerCache
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
                                       ProviderError, RateLimited)
+from gateway.addresses import bare_address
 from gateway.model import (FBTYPES, LookupResult, Period, Reason, UTC,
                            Window, normalize)
 
@@ -42,22 +43,6 @@ LocalLookup = Callable[[str, Window, str, set], LookupResult]
 #: Calls of one provider in flight at once, unless its ``max_parallel``
 #: says otherwise.
 DEFAULT_MAX_PARALLEL = 8
-
-
-def bare_address(address: str) -> Optional[str]:
-    """``mailto:Alice@Example.COM`` -> ``Alice@example.com``; None if not mail.
-
-    The local part keeps its case (Radicale user names are case-sensitive),
-    the domain is lower-cased.
-    """
-    value = address.strip()
-    if value[:7].lower() != "mailto:":
-        return None
-    local, at, domain = value[7:].rpartition("@")
-    if not at or not local or not domain or any(
-            c in value for c in "/\\?#\r\n\t "):
-        return None
-    return "%s@%s" % (local, domain.lower())
 
 
 def cache_key(provider, address: str, requester: str) -> str:

@@ -575,7 +575,10 @@ class HttpClient:
             if response.status in (301, 302, 303, 307, 308) and \
                     "Location" in response.headers:
                 url = _joined(url, response.headers["Location"])
-                if response.status == 303:
+                if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"):
+                    # As browsers and requests do: a login form or a
+                    # query is never posted again to where it was sent.
                     method, data = "GET", None
                 params = None
                 continue

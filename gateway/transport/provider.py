@@ -59,6 +59,10 @@ class Provider:
     slot: Optional[datetime.timedelta] = None
     #: Plugin-specific ini keys, validated at start-up.
     OPTIONS: Mapping[str, Option] = {}
+    #: The foreign system answers differently for different askers (it is
+    #: asked as the asker, not as the configured account): cached answers
+    #: are then kept per asker.
+    per_asker: bool = False
     #: ``url`` must be set for this type.
     requires_url: bool = True
     #: The ``auth`` kinds (design.md "Credentials") this type takes; any
