@@ -6,14 +6,13 @@ peer that is down, one that hangs, wrong credentials, two gateways that
 point at each other (hop limit), and privacy: no event detail crosses.
 """
 
-import socket
-import threading
 import time
 
 import pytest
 from lxml import etree
 
 from conftest import free_port
+from emulators import RawServer
 from fbcheck import assert_same_periods, periods_of, schedule_response
 from icaldata import PRIVATE_WORDS, event, freebusy_request
 
@@ -145,28 +144,18 @@ def test_partner_down_is_unavailable(gateway_factory):
     assert "ConnectionError" in failure
 
 
-class HangingPeer:
+class HangingPeer(RawServer):
     """Accepts connections and reads, but never answers."""
 
     def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(16)
-        self.port = self.socket.getsockname()[1]
         self.connections = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            self.connections.append(connection)
+    def serve(self, connection) -> None:
+        self.connections.append(connection)
 
     def close(self) -> None:
-        self.socket.close()
+        super().close()
         for connection in self.connections:
             connection.close()
 

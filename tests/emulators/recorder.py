@@ -11,29 +11,17 @@ import threading
 import time
 from typing import List, Tuple
 
+from emulators import RawServer
 
-class RecordingServer:
+
+class RecordingServer(RawServer):
     def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(64)
-        self.port = self.socket.getsockname()[1]
-        self.base = "http://127.0.0.1:%d" % self.port
         #: (time.monotonic(), first bytes the client sent)
         self.connections: List[Tuple[float, bytes]] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,),
-                             daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         connection.settimeout(2)
         try:
             data = connection.recv(65536)
@@ -47,6 +35,3 @@ class RecordingServer:
         except OSError:
             pass
         connection.close()
-
-    def close(self) -> None:
-        self.socket.close()

@@ -14,34 +14,22 @@ import time
 import urllib.parse
 from typing import Dict, List, Optional
 
+from emulators import RawServer
 
-class TricklingPeer:
+
+class TricklingPeer(RawServer):
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.listen(64)
-        self.port = self.socket.getsockname()[1]
-        self.base = "http://127.0.0.1:%d" % self.port
         #: one dict per trickling request: opened, closed (monotonic)
         self.trickles: List[Dict[str, Optional[float]]] = []
         self.answered: List[str] = []
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def url_template(self) -> str:
         return self.base + "/freebusy/{address}.ifb"
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,),
-                             daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
+    def serve(self, connection: socket.socket) -> None:
         try:
             while True:  # keep-alive: one request after another
                 request = b""
@@ -90,4 +78,4 @@ class TricklingPeer:
 
     def close(self) -> None:
         self._stop.set()
-        self.socket.close()
+        super().close()
