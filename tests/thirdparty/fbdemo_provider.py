@@ -6,15 +6,19 @@ It speaks a small JSON availability API (POST /availability with
 and declares tight limits (2 addresses, 7 days per call), so the tests can
 watch the gateway's fan-out split and stitch.  It uses only the public
 plugin interface: gateway.provider and the HTTP client it is given.
+It sends an API key of its own (``api_key``, as ``X-Api-Key``) because
+its emulator wants one; a real plugin leaves credentials to the
+transport and declares AUTH_KINDS (see acme_freebusy.py, the example of
+docs/plugins.md).
 """
 
 import datetime
 import json
 
-from gateway.config import Option
-from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
-                           LookupResult, Period, Reason)
-from gateway.provider import Provider as BaseProvider, ProviderError
+from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
+                              LookupResult, Option, Period, ProviderError,
+                              Reason)
+from gateway.provider import Provider as BaseProvider
 
 STATUS = {"busy": BUSY, "tentative": BUSY_TENTATIVE,
           "oof": BUSY_UNAVAILABLE}
