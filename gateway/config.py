@@ -191,6 +191,13 @@ PROVIDER_SCHEMA: Dict[str, Option] = {
                            "in flight at once; more wait their turn (and "
                            "time out at the deadline), so one slow system "
                            "cannot take the threads the others need."),
+    "max_addresses": Option(_positive_int, "", "Most addresses one call "
+                            "may carry; empty means the type's default "
+                            "(the service's documented limit)."),
+    "max_window_days": Option(_positive_float, "", "Longest window one "
+                              "call may ask for, in days; empty means the "
+                              "type's default.  Tenants differ, so both "
+                              "can be changed here."),
 }
 
 

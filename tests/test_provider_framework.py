@@ -170,6 +170,23 @@ def test_split_by_limits_and_stitched(gateway_factory, api):
                        ("2026-01-15T00:00:00Z", "2026-01-20T00:00:00Z")]
 
 
+def test_section_changes_the_types_limits(gateway_factory, api):
+    """max_addresses and max_window_days in the section win over the
+    type's defaults (2 addresses, 7 days): real tenants differ."""
+    gateway = start_gateway(gateway_factory, api,
+                            extra="max_addresses = 3\nmax_window_days = 4\n")
+    people = ["ann@api.example", "ben@api.example", "cy@api.example",
+              "di@api.example", "ed@api.example"]
+    answers = schedule_response(gateway.post(
+        "/alice/.schedule-outbox/", request(people, end="20260109T000000Z"),
+        "alice"))
+    assert [a[1] for a in answers] == ["2.0"] * 5
+    assert sorted(len(call[1]) for call in api.calls) == [2, 2, 3, 3]
+    assert sorted({(call[2], call[3]) for call in api.calls}) == [
+        ("2026-01-01T00:00:00Z", "2026-01-05T00:00:00Z"),
+        ("2026-01-05T00:00:00Z", "2026-01-09T00:00:00Z")]
+
+
 def test_slotted_systems_get_whole_slots(gateway_factory, api):
     """A system that answers in 30-minute slots is asked for whole slots
     (within its 7-day limit), and the answer is clipped back."""

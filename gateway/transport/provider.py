@@ -79,6 +79,12 @@ class Provider:
         self.options = options
         self.extra = extra
         self.http = http
+        # The section may change the type's limits (real tenants differ).
+        if options.get("max_addresses"):
+            self.max_addresses = options["max_addresses"]
+        if options.get("max_window_days"):
+            self.max_window = datetime.timedelta(
+                days=options["max_window_days"])
 
     def lookup(self, addresses: Sequence[str], window: Window,
                context: LookupContext) -> Dict[str, LookupResult]:
