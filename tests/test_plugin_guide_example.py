@@ -232,7 +232,7 @@ def test_other_failures_fail_the_call(gateway_factory, acme, site):
 @pytest.mark.parametrize("change, named", [
     ({"token": None, "username": "me"}, "does not take basic"),
     ({"workspace": None}, "'workspace'"),
-    ({"max_window_days": "60"}, "'max_window_days'"),
+    ({"max_addresses": "0"}, "'max_addresses'"),
 ])
 def test_the_section_is_checked(tmp_path, site, change, named):
     text = guide_section("https://api.acme.example/v2/")

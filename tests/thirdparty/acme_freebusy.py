@@ -4,9 +4,9 @@
 ``{"users": [...], "from": ISO, "to": ISO}`` answers, for up to 20 users
 and 31 days a call, in 15-minute blocks:
 ``{"calendars": [{"user": ..., "status": "ok", "blocks": [{"from": ...,
-"to": ..., "show": "busy"}]}]}``.  Own keys: ``workspace`` (required),
-``max_addresses`` (20), ``max_window_days`` (31).  Credentials: ``token``
-(bearer) or ``auth = oauth2``.
+"to": ..., "show": "busy"}]}]}``.  Own key: ``workspace`` (required).
+The common keys ``max_addresses`` and ``max_window_days`` change the
+limits.  Credentials: ``token`` (bearer) or ``auth = oauth2``.
 """
 
 import datetime
@@ -30,15 +30,6 @@ def _workspace(value):
     if not value.strip():
         raise ValueError("must not be empty")
     return value.strip()
-
-
-def _at_most(largest):
-    def parse(value):
-        number = int(value)
-        if not 1 <= number <= largest:
-            raise ValueError("must be between 1 and %d" % largest)
-        return number
-    return parse
 
 
 def _iso(moment):
@@ -71,22 +62,16 @@ def _result(entry, window):
 class Provider(BaseProvider):
     """One POST per call; the gateway splits by the limits below."""
 
-    max_addresses = 20                      # users per call (Acme's limit)
+    max_addresses = 20                      # Acme's limits per call
     max_window = datetime.timedelta(days=31)
     slot = datetime.timedelta(minutes=15)   # Acme answers in whole blocks
     per_asker = False                       # asked as our account, always
     AUTH_KINDS = ("bearer", "oauth2")
     AUTH_SCOPES = {"oauth2": "api://acme-calendar/.default"}
-    OPTIONS = {
-        "workspace": Option(_workspace, None, "Acme workspace id."),
-        "max_addresses": Option(_at_most(20), "20", "Users per call."),
-        "max_window_days": Option(_at_most(31), "31", "Days per call."),
-    }
+    OPTIONS = {"workspace": Option(_workspace, None, "Acme workspace id.")}
 
     def __init__(self, name, options, extra, http):
         super().__init__(name, options, extra, http)
-        self.max_addresses = extra["max_addresses"]
-        self.max_window = datetime.timedelta(days=extra["max_window_days"])
         self.endpoint = "%s/workspaces/%s/availability" % (
             options["url"].rstrip("/"),
             urllib.parse.quote(extra["workspace"], safe=""))
