@@ -74,7 +74,8 @@ class Provider(BaseProvider):
 
     def __init__(self, name, options, extra, http) -> None:
         super().__init__(name, options, extra, http)
-        self.max_addresses = extra["max_attendees"]
+        if not options.get("max_addresses"):  # the section's key wins
+            self.max_addresses = extra["max_attendees"]
         self._discovered = None
         self._discover_lock = threading.Lock()
 

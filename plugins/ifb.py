@@ -65,7 +65,8 @@ class Provider(BaseProvider):
         if "{address}" in urllib.parse.urlsplit(url).netloc:
             raise ValueError("{address} may not be part of the host")
         super().__init__(name, options, extra, http)
-        self.max_window = MAX_WINDOW.get(extra["window_params"])
+        if not options.get("max_window_days"):  # the section's key wins
+            self.max_window = MAX_WINDOW.get(extra["window_params"])
 
     def address_url(self, address: str) -> str:
         return self.options["url"].replace(
