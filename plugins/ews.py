@@ -59,6 +59,7 @@ pinning, deadline, body bound and throttle memory.
 """
 
 import datetime
+import logging
 import re
 import threading
 import time
@@ -73,6 +74,8 @@ from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 from gateway.vfreebusy import MAX_PEER_BYTES
+
+logger = logging.getLogger(__name__)
 
 NS_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 NS_M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -520,6 +523,10 @@ class Provider(BaseProvider):
             with self._limits:
                 if self.max_addresses == 0 or half < self.max_addresses:
                     self.max_addresses = half
+                    logger.warning("Provider %s: Exchange refused %d "
+                                   "mailboxes in one call; asking for %d "
+                                   "from now on (set max_addresses)",
+                                   self.name, len(batch), half)
             return [(batch[:half], part), (batch[half:], part)]
         middle = part.start + (part.end - part.start) / 2 // self.slot \
             * self.slot
@@ -532,6 +539,10 @@ class Provider(BaseProvider):
             learned = middle - part.start
             if self.max_window is None or learned < self.max_window:
                 self.max_window = learned
+                logger.warning("Provider %s: Exchange refused a window of "
+                               "%s; asking for %s from now on (set "
+                               "max_window_days)", self.name,
+                               part.end - part.start, learned)
         return [(batch, Window(part.start, middle)),
                 (batch, Window(middle, part.end))]
 
