@@ -65,7 +65,7 @@ UNKNOWN_CODES = {"5009", "5016", "errormailrecipientnotfound",
 DENIED_CODES = {"errornofreebusyaccess", "erroraccessdenied",
                 "errorproxyrequestnotallowed", "accessdenied",
                 "erroraccessdeniedfreebusy", "errorfreebusyaccessdenied"}
-UNKNOWN_WORDS = re.compile(r"unable to resolve|not found|does not exist|"
+UNKNOWN_WORDS = re.compile(r"unable to resolve|not (be )?found|does not exist|"
                            r"invalid user|no mailbox|not a valid", re.I)
 DENIED_WORDS = re.compile(r"access (is )?denied|no free/?busy access|"
                           r"not allowed|permission|not authori[sz]ed", re.I)

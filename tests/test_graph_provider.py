@@ -244,6 +244,31 @@ def test_unknown_and_denied_schedules_beside_good_ones(corp, graph):
     assert "127.0.0.1" not in response.text
 
 
+@pytest.mark.parametrize("code, message, status", [
+    ("5009", "", "3.7"),
+    ("5016", "", "3.7"),
+    ("ErrorMailRecipientNotFound", "", "3.7"),
+    ("ErrorNoFreeBusyAccess", "", "3.8"),
+    ("ErrorAccessDenied", "", "3.8"),
+    ("", "Access is denied. Check credentials and try again.", "3.8"),
+    ("", "The user x could not be found.", "3.7"),
+    ("5010", "", "5.3"),
+    ("ErrorMailboxStoreUnavailable", "The mailbox database is "
+     "temporarily unavailable.", "5.3"),
+])
+def test_schedule_error_codes(corp, graph, code, message, status):
+    graph.script.append(("json", {"value": [
+        {"scheduleId": "carol@corp.example", "availabilityView": None,
+         "scheduleItems": None, "workingHours": None,
+         "error": {"message": message, "responseCode": code}},
+        {"scheduleId": "dave@corp.example", "availabilityView": "0" * 192,
+         "scheduleItems": []}]}))
+    answers = ask(corp, ["carol@corp.example", "dave@corp.example"])
+    assert [a[1] for a in answers] == [status, "2.0"]
+    assert answers[0][2] is None
+    assert periods_of(answers[1][2]) == {}
+
+
 # -- limits -------------------------------------------------------------------
 
 
