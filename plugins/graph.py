@@ -296,7 +296,7 @@ class Provider(BaseProvider):
                           "whose calendar/getSchedule is called; empty: "
                           "/me (a delegated token). Required with auth = "
                           "oauth2."),
-        "availability_view_interval": Option(
+        "interval": Option(
             _interval, "30", "Minutes per availabilityView digit (5 to "
             "1440); windows are widened to whole intervals."),
         "working_hours": Option(_yes_no, "no", "yes: time outside each "
@@ -317,7 +317,7 @@ class Provider(BaseProvider):
         self.endpoint = "%s/users/%s/calendar/getSchedule" % (
             base, urllib.parse.quote(mailbox, safe="@")) if mailbox \
             else "%s/me/calendar/getSchedule" % base
-        self.interval = extra["availability_view_interval"]
+        self.interval = extra["interval"]
         self.slot = datetime.timedelta(minutes=self.interval)
         if not options.get("max_window_days"):
             # Whole slots, less than 42 days: the parts the fan-out cuts

@@ -213,7 +213,7 @@ def test_answers_are_clipped_and_windows_widened_to_slots(corp, graph):
 
 def test_interval_is_an_own_key(gateway_factory, graph, idp, pki):
     gateway = gateway_factory(extra=section(
-        graph, idp, pki, extra="availability_view_interval = 60\n"))
+        graph, idp, pki, extra="interval = 60\n"))
     answers = ask(gateway, ["erin@corp.example"],
                   ("20260105T000000Z", "20260105T120000Z"))
     assert answers[0][1] == "2.0"
@@ -464,7 +464,7 @@ def check_config(tmp_path, text):
 
 @pytest.mark.parametrize("change, named", [
     ("mailbox", "'mailbox'"),
-    ("availability_view_interval = 2\n", "'availability_view_interval'"),
+    ("interval = 2\n", "'interval'"),
     ("working_hours = maybe\n", "'working_hours'"),
     ("username = a\npassword = b\nauth = basic\n", "'auth'"),
 ])
@@ -600,3 +600,17 @@ def test_working_hours_are_off_by_default_and_busy_unavailable_when_on(
     # frank works 08:00-17:00 in Los Angeles (16:00-01:00 UTC).
     assert_same_periods(periods_of(answers[1][2]), {
         "BUSY-UNAVAILABLE": [("20260105T000000Z", "20260105T160000Z")]})
+
+
+def test_the_example_sections_pass_check_config(tmp_path):
+    example = (ROOT / "config" / "examples" / "graph.ini").read_text()
+    result = check_config(tmp_path, example)
+    assert result.returncode == 0, result.stderr
+    delegated = "\n".join(line[2:] for line in example.splitlines()
+                          if line.startswith("# ") and "=" in line and
+                          "[" not in line.split("=")[0] and
+                          example.index(line) > example.index(
+                              "[provider:m365-delegated]"))
+    result = check_config(tmp_path, "[provider:m365-delegated]\n" +
+                          delegated + "\n")
+    assert result.returncode == 0, result.stderr
