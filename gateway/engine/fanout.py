@@ -32,8 +32,8 @@ from gateway.state import AnswerCache, MemoryAnswerCache
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
                                       ProviderError, RateLimited)
 from gateway.addresses import bare_address
-from gateway.model import (FBTYPES, LookupResult, Period, Reason, UTC,
-                           Window, normalize)
+from gateway.model import (BUSY_UNAVAILABLE, FBTYPES, UTC, LookupResult,
+                           Period, Reason, Window, normalize)
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class FanOut:
 
     def _collect(self, providers, foreign, jobs, window: Window,
                  requester: str) -> Dict[str, LookupResult]:
-        pieces: Dict[Tuple[str, str], List[LookupResult]] = {}
+        pieces: Dict[Tuple[str, str], List[Tuple[Window, LookupResult]]] = {}
         for name, chunk, part, future in jobs:
             answer = None
             if future.done() and not future.cancelled():
@@ -302,20 +302,18 @@ class FanOut:
                                  "%s did not answer within %.3g s" % (
                                      name, self.timeout))
             for bare in chunk:
-                pieces.setdefault((name, bare), []).append(answer[bare])
+                pieces.setdefault((name, bare), []).append(
+                    (part, answer[bare]))
         out = {}
         for name, pairs in foreign.items():
             provider = providers[name]
             ttl = provider.options.get("cache_ttl")
             ttl = self.default_cache_ttl if ttl is None else ttl
             for address, bare in pairs:
-                parts = pieces[(name, bare)]
-                failure = next((p for p in parts if not p.ok), None)
-                if failure is not None:
-                    out[address] = failure
+                result = _stitched(pieces[(name, bare)], window)
+                if not result.ok:
+                    out[address] = result
                     continue
-                result = LookupResult.busy(
-                    [p for part in parts for p in part.periods], window)
                 self.cache.put(cache_key(provider, bare, requester),
                                window.start, window.end, result.periods,
                                ttl, cost=len(result.periods) + 1)
@@ -325,6 +323,28 @@ class FanOut:
     def close(self) -> None:
         for pool in list(self._pools.values()) + [self._local_pool]:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stitched(parts: List[Tuple[Window, LookupResult]],
+              window: Window) -> LookupResult:
+    """One address's answer from the pieces its window was split into.
+
+    Any failure but "no data" fails the address.  A piece with no data
+    beside pieces with answers (a publishing horizon, a service that
+    keeps less history) is BUSY-UNAVAILABLE over that piece, as the model
+    asks; only when every piece has no data is the address "no data".
+    """
+    failure = next((r for _, r in parts
+                    if not r.ok and r.failure is not Reason.NO_DATA), None)
+    if failure is not None:
+        return failure
+    answered = [r for _, r in parts if r.ok]
+    if not answered:
+        return next(r for _, r in parts)
+    periods = [p for r in answered for p in r.periods]
+    periods.extend(Period(part.start, part.end, BUSY_UNAVAILABLE)
+                   for part, r in parts if not r.ok)
+    return LookupResult.busy(periods, window)
 
 
 def _checked_result(name, address, result, part) -> LookupResult:

@@ -1,0 +1,52 @@
+"""Fast tier: stitching the pieces a long window was split into."""
+
+import datetime
+
+from gateway.engine.fanout import _stitched
+from gateway.model import (BUSY, BUSY_UNAVAILABLE, UTC, LookupResult, Period,
+                           Reason, Window)
+
+
+def T(day):
+    return datetime.datetime(2026, 1, day, tzinfo=UTC)
+
+
+WINDOW = Window(T(1), T(31))
+FIRST, SECOND, THIRD = (Window(T(1), T(11)), Window(T(11), T(21)),
+                        Window(T(21), T(31)))
+
+
+def ok(*periods):
+    return LookupResult(tuple(periods))
+
+
+def test_pieces_are_merged():
+    result = _stitched([(FIRST, ok(Period(T(10), T(12)))),
+                        (SECOND, ok(Period(T(11), T(13))))],
+                       Window(T(1), T(21)))
+    assert result.periods == (Period(T(10), T(13), BUSY),)
+
+
+def test_a_piece_without_data_is_unavailable_never_free():
+    result = _stitched([(FIRST, ok(Period(T(2), T(3)))),
+                        (SECOND, LookupResult.failed(Reason.NO_DATA)),
+                        (THIRD, ok())], WINDOW)
+    assert result.ok
+    assert result.periods == (Period(T(2), T(3), BUSY),
+                              Period(T(11), T(21), BUSY_UNAVAILABLE))
+
+
+def test_no_data_everywhere_is_no_data():
+    result = _stitched([(FIRST, LookupResult.failed(Reason.NO_DATA)),
+                        (SECOND, LookupResult.failed(Reason.NO_DATA))],
+                       Window(T(1), T(21)))
+    assert result.failure is Reason.NO_DATA
+
+
+def test_any_other_failure_fails_the_address():
+    for reason in (Reason.TIMED_OUT, Reason.UNKNOWN_USER,
+                   Reason.NO_AUTHORITY, Reason.RATE_LIMITED):
+        result = _stitched([(FIRST, ok()),
+                            (SECOND, LookupResult.failed(Reason.NO_DATA)),
+                            (THIRD, LookupResult.failed(reason))], WINDOW)
+        assert result.failure is reason
