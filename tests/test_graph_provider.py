@@ -442,6 +442,17 @@ def test_a_refused_static_token_is_no_authority(gateway_factory, graph, idp,
     assert [r.status for r in graph.requests] == [401]
 
 
+def test_a_403_is_no_authority(corp, graph):
+    """No admin consent, or an application access policy: Graph answers
+    403 ErrorAccessDenied for the whole call."""
+    graph.script.append(("status", 403))
+    response = post(corp, ["carol@corp.example", "dave@corp.example"])
+    answers = schedule_response(response)
+    assert [a[1] for a in answers] == ["3.8", "3.8"]
+    assert "corp refused access" in response.text
+    assert len(graph.requests) == 1
+
+
 def test_an_unknown_mailbox_fails_the_call(gateway_factory, graph, idp,
                                            pki):
     gateway = gateway_factory(extra=section(graph, idp, pki,

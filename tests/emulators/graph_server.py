@@ -25,7 +25,7 @@ As reference/foreign-apis.md section 2 describes Graph:
   ``answer_zone`` when a test sets one, with 7-digit fractions;
 - a script of misbehaviour, one entry used up per request: ``("429",
   retry_after)``, ``("slow", seconds)``, ``"garbage"``, ``"html"``,
-  ``"truncated"``, ``("status", code)``, ``("json", object)``.
+  ``("status", code)`` (an odata error), ``("json", object or text)``.
 
 Every request is recorded; the server listens on 127.0.0.1 only and
 stops with ``close()``.
@@ -281,8 +281,10 @@ class GraphServer:
                 "</html>", "text/html", {}
         if kind == "status":
             return arg, odata_error(
-                "UnknownError" if arg >= 500 else "BadRequest",
-                "An error occurred."), json_type, {}
+                "UnknownError" if arg >= 500 else "ErrorAccessDenied"
+                if arg == 403 else "BadRequest",
+                "Access is denied. Check credentials and try again."
+                if arg == 403 else "An error occurred."), json_type, {}
         if kind == "json":
             return 200, arg, json_type, {}
         # -- the request --
