@@ -169,7 +169,7 @@ def test_the_example_through_a_gateway(gateway_factory, acme, site):
                             "20260210T000000Z")
     assert [(a[0][7:], a[1]) for a in answers] == [
         ("ann@acme.example", "2.0"),
-        ("ben@acme.example", "5.3"),      # "unknown" is no data, not free
+        ("ben@acme.example", "2.0"),      # "unknown": BUSY-UNAVAILABLE
         ("cy@acme.example", "2.0"),
         ("nobody@acme.example", "3.7"),
         ("secret@acme.example", "3.8"),
@@ -179,6 +179,9 @@ def test_the_example_through_a_gateway(gateway_factory, acme, site):
                  ("20260131T220000Z", "20260201T020000Z")],
         "BUSY-TENTATIVE": [("20260105T090000Z", "20260105T103000Z")],
         "BUSY-UNAVAILABLE": [("20260106T000000Z", "20260107T000000Z")]})
+    assert_same_periods(periods_of(answers[1][2]), {
+        "BUSY": [("20260105T090000Z", "20260105T100000Z")],
+        "BUSY-UNAVAILABLE": [("20260109T000000Z", "20260110T000000Z")]})
     assert periods_of(answers[2][2]) == {}
     assert "acme gave no usable answer" in response.text
     assert "acme does not know this user" in response.text

@@ -113,7 +113,7 @@ class OwaForms:
                               + LOGIN_PATH.encode() + b"\" method=\"POST\">"
                               b"<input name=\"username\"></form></html>")
         live = self._session_of(handler)
-        self.requests.append((split.path, live))
+        self.requests.append((handler.path, live))
         if not live:
             if self.timeout_status:
                 return self._send(handler, self.timeout_status,

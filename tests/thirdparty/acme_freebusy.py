@@ -18,8 +18,9 @@ from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               RateLimited, Reason, no_data)
 from gateway.provider import Provider as BaseProvider
 
-#: Acme's "show" values.  Working elsewhere is free time (None); anything
-#: not listed here, Acme's "unknown" included, is no data, never free.
+#: Acme's "show" values.  Working elsewhere is free time (None); a span
+#: Acme marks "unknown", or with any value not listed here, is no data:
+#: BUSY-UNAVAILABLE, as the model writes no data, never free.
 SHOW = {"busy": BUSY, "tentative": BUSY_TENTATIVE,
         "away": BUSY_UNAVAILABLE, "elsewhere": None}
 #: Acme's per-user statuses other than "ok"; any other is no data.
@@ -49,13 +50,10 @@ def _result(entry, window):
                                    "Acme said %r" % (status,))
     periods = []
     for block in entry["blocks"]:
-        if block["show"] not in SHOW:
-            return LookupResult.failed(Reason.NO_DATA, "Acme has no data "
-                                       "(%r) from %s" % (block["show"],
-                                                         block["from"]))
-        if SHOW[block["show"]] is not None:
+        fbtype = SHOW.get(block["show"], BUSY_UNAVAILABLE)
+        if fbtype is not None:
             periods.append(Period(_time(block["from"]), _time(block["to"]),
-                                  SHOW[block["show"]]))
+                                  fbtype))
     return LookupResult.busy(periods, window)
 
 
