@@ -208,8 +208,10 @@ def _rule_density(component) -> float:
     return 1.0 / (seconds * interval)
 
 
-#: Instances a dateutil rule may keep in its cache between expansions.
-MAX_RULE_CACHE = 20000
+#: Instances a dateutil rule may keep in its cache between expansions;
+#: what it keeps counts in its object's cost, so thousands of objects
+#: cannot hold millions of datetimes.
+MAX_RULE_CACHE = 2000
 
 
 def _rule_caches(query) -> List:
@@ -229,18 +231,23 @@ def _rule_caches(query) -> List:
     return [r for r in rules if hasattr(r, "_invalidate_cache")]
 
 
-def _trim(rules: List) -> None:
+def _trim(rules: List) -> int:
+    """Empty caches over MAX_RULE_CACHE; the instances still kept."""
+    kept = 0
     for rule in rules:
         cache = getattr(rule, "_cache", None)
         if cache is not None and len(cache) > MAX_RULE_CACHE:
             rule._invalidate_cache()
+        else:
+            kept += len(cache or ())
+    return kept
 
 
 class _Series:
     """The components of one UID, expanded by recurring-ical-events."""
 
     __slots__ = ("uid", "components", "query", "broken", "density",
-                 "earliest", "warned", "rules")
+                 "earliest", "warned", "rules", "kept")
 
     def __init__(self, uid: str, components: List, timezones_: List) -> None:
         self.uid = uid
@@ -252,6 +259,8 @@ class _Series:
             calendar.add_component(component)
         self.query = None
         self.rules: List = []
+        #: instances its dateutil rules keep cached (part of the cost)
+        self.kept = 0
         self.broken = False
         self.warned = False
         self.earliest = EARLIEST
@@ -322,6 +331,7 @@ class BusyObject:
         self._chunks: "collections.OrderedDict[datetime.datetime, _Chunk]" \
             = collections.OrderedDict()
         self._chunks_cost = 0
+        self._rules_cost = 0
         self._lock = threading.Lock()
         self._text_cost = int(len(text) * TEXT_COST) + 1
         try:
@@ -382,7 +392,8 @@ class BusyObject:
     @property
     def cost(self) -> int:
         """Roughly how much memory this object holds, in periods."""
-        return self._text_cost + len(self._fixed) + self._chunks_cost
+        return (self._text_cost + len(self._fixed) + self._chunks_cost +
+                self._rules_cost // 4)
 
     def periods(self, window: Window,
                 excluding: frozenset = frozenset(),
@@ -544,7 +555,9 @@ class BusyObject:
             self._expand_into(series, part, low, high, limit, periods,
                               declined)
         finally:
-            _trim(series.rules)
+            kept = _trim(series.rules)
+            self._rules_cost += kept - series.kept
+            series.kept = kept
         return periods, declined
 
     def _expand_into(self, series: _Series, part: Window, low, high,
