@@ -240,6 +240,35 @@ def xandikos_factory(tmp_path):
         stop(process)
 
 
+@pytest.fixture
+def servers():
+    """Emulators to close after the test: ``servers(Emulator(...))``."""
+    started = []
+
+    def start(server):
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A test CA (trustme) with server and client certificates."""
+    from emulators.tls import Pki
+    return Pki(tmp_path / "pki")
+
+
+@pytest.fixture
+def idp(pki, servers):
+    """An OAuth2/OIDC identity provider over TLS (tokens for oauth2 and
+    google credentials)."""
+    from emulators.token_endpoint import IdentityProvider
+    return servers(IdentityProvider(pki))
+
+
 def conformance_case(name: str) -> pathlib.Path:
     return DATA / "conformance" / name
 

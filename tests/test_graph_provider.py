@@ -18,7 +18,6 @@ import pytest
 
 from conftest import ROOT
 from emulators.graph_server import Event, GraphServer, Mailbox
-from emulators.tls import Pki
 from emulators.token_endpoint import IdentityProvider
 from fbcheck import assert_same_periods, periods_of, schedule_response
 from icaldata import freebusy_request
@@ -59,29 +58,6 @@ def mailboxes():
             "message": "The free/busy data could not be generated.",
             "responseCode": "5010"}),
     }
-
-
-@pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(server):
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture
-def idp(pki, servers):
-    return servers(IdentityProvider(pki))
 
 
 @pytest.fixture

@@ -72,29 +72,6 @@ def whoami(http):
 
 
 @pytest.fixture
-def pki(tmp_path):
-    return Pki(tmp_path / "pki")
-
-
-@pytest.fixture
-def servers():
-    started = []
-
-    def start(server):
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture
-def idp(pki, servers):
-    return servers(IdentityProvider(pki))
-
-
-@pytest.fixture
 def resource(pki, idp, servers):
     return servers(ProtectedResource(pki, idp))
 
