@@ -389,12 +389,17 @@ def _propstats(parent, found, problems: List[PropertyProblem]) -> None:
         if element.tag not in failed and element.tag not in others:
             others.append(element.tag)
     if others:
-        propstat = etree.SubElement(parent, xmlsafe.clark("D:propstat"))
-        prop = etree.SubElement(propstat, xmlsafe.clark("D:prop"))
-        for tag in others:
-            etree.SubElement(prop, tag)
-        etree.SubElement(propstat, xmlsafe.clark("D:status")).text = \
-            "HTTP/1.1 424 Failed Dependency"
+        _propstat(parent, others, "HTTP/1.1 424 Failed Dependency")
+
+
+def _propstat(parent, tags: List[str], status: str):
+    """A DAV:propstat naming ``tags`` (empty elements) with ``status``."""
+    propstat = etree.SubElement(parent, xmlsafe.clark("D:propstat"))
+    prop = etree.SubElement(propstat, xmlsafe.clark("D:prop"))
+    for tag in tags:
+        etree.SubElement(prop, tag)
+    etree.SubElement(propstat, xmlsafe.clark("D:status")).text = status
+    return propstat
 
 
 def refused_multistatus(base_prefix: str, path: str, found,
@@ -420,12 +425,7 @@ def proppatch_ok(base_prefix: str, path: str, names: List[str]) -> bytes:
     multistatus = xmlsafe.element("D:multistatus")
     response = xmlsafe.element("D:response", parent=multistatus)
     xmlsafe.element("D:href", _href(base_prefix, path), parent=response)
-    propstat = etree.SubElement(response, xmlsafe.clark("D:propstat"))
-    prop = etree.SubElement(propstat, xmlsafe.clark("D:prop"))
-    for name in names:
-        etree.SubElement(prop, name)
-    etree.SubElement(propstat, xmlsafe.clark("D:status")).text = \
-        "HTTP/1.1 200 OK"
+    _propstat(response, names, "HTTP/1.1 200 OK")
     return xmlsafe.tostring(multistatus)
 
 
