@@ -55,6 +55,32 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
+def write_gateway_files(directory: pathlib.Path, users: Dict[str, str],
+                        rights: Optional[str], domains: str, extra: str,
+                        server: str = "", auth: str = "",
+                        reporting: str = "") -> pathlib.Path:
+    """The users, rights and ini files of a test gateway; the ini's path.
+
+    ``server`` and ``auth`` are more lines of Radicale's [server] and
+    [auth], ``reporting`` the body of [reporting]; ``extra`` follows the
+    [gateway] section (more keys, more sections)."""
+    (directory / "users").write_text(
+        "".join("%s:%s\n" % item for item in users.items()))
+    (directory / "rights").write_text(
+        rights or (ROOT / "config" / "rights").read_text())
+    path = directory / "gateway.ini"
+    path.write_text(
+        "[server]\n%s\n[auth]\ntype = htpasswd\nhtpasswd_filename = users"
+        "\nhtpasswd_encryption = plain\ndelay = 0\n%s\n"
+        "[rights]\ntype = from_file\nfile = rights\n\n"
+        "[storage]\nfilesystem_folder = collections\n\n"
+        "[logging]\nlevel = warning\n\n%s"
+        "[gateway]\ndomains = %s\n" % (
+            server, auth, "[reporting]\n%s\n\n" % reporting
+            if reporting else "", domains) + textwrap.dedent(extra))
+    return path
+
+
 class Gateway:
     """A running gateway with its own ini file, users and storage."""
 
@@ -68,34 +94,9 @@ class Gateway:
         self.port = port or free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "users").write_text(
-            "".join("%s:%s\n" % item for item in users.items()))
-        (directory / "rights").write_text(
-            rights or (ROOT / "config" / "rights").read_text())
-        self.config_path = directory / "gateway.ini"
-        self.config_path.write_text(textwrap.dedent("""\
-            [server]
-            hosts = 127.0.0.1:%d
-
-            [auth]
-            type = htpasswd
-            htpasswd_filename = users
-            htpasswd_encryption = plain
-            delay = 0
-            %s
-            [rights]
-            type = from_file
-            file = rights
-
-            [storage]
-            filesystem_folder = collections
-
-            [logging]
-            level = warning
-
-            [gateway]
-            domains = %s
-            """) % (self.port, auth, domains) + textwrap.dedent(extra))
+        self.config_path = write_gateway_files(
+            directory, users, rights, domains, extra,
+            server="hosts = 127.0.0.1:%d\n" % self.port, auth=auth)
         self.log_path = directory / "server.log"
         self.process: Optional[subprocess.Popen] = None
 

@@ -23,16 +23,15 @@ import itertools
 import logging
 import pathlib
 import sys
-import textwrap
 import threading
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import pytest
 
+from conftest import write_gateway_files
 from gateway import config
 from gateway.app import GatewayApplication
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 CALDAV = "urn:ietf:params:xml:ns:caldav"
 #: Longest a single in-process request may take before its test fails.
 DEFAULT_DEADLINE = 60.0
@@ -148,38 +147,10 @@ class InProcessGateway:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.users = users or {"alice": "alice-pw", "bob": "bob-pw"}
         self.deadline = deadline
-        (self.directory / "users").write_text(
-            "".join("%s:%s\n" % item for item in self.users.items()))
-        (self.directory / "rights").write_text(
-            rights or (ROOT / "config" / "rights").read_text())
-        self.config_path = self.directory / "gateway.ini"
-        self.config_path.write_text(textwrap.dedent("""\
-            [server]
-            # No 1 s pause after a 5xx: the tests count them instead.
-            delay_on_error = 0
-
-            [auth]
-            type = htpasswd
-            htpasswd_filename = users
-            htpasswd_encryption = plain
-            delay = 0
-
-            [rights]
-            type = from_file
-            file = rights
-
-            [storage]
-            filesystem_folder = collections
-
-            [logging]
-            level = warning
-
-            [reporting]
-            %s
-
-            [gateway]
-            domains = %s
-            """) % (reporting, domains) + textwrap.dedent(extra))
+        # No 1 s pause after a 5xx: the tests count them instead.
+        self.config_path = write_gateway_files(
+            self.directory, self.users, rights, domains, extra,
+            server="delay_on_error = 0\n", reporting=reporting)
         self.config = config.load(str(self.config_path))
         # Tests need no fsync (Radicale's private option, not in the ini).
         self.config.radicale.update(
