@@ -138,9 +138,9 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                                "slow ones cost no thread."),
     "local_cache_size": Option(_positive_int, "500000", "How much the local "
                                "engine keeps of parsed objects and their "
-                               "expansions, in periods (about 200 bytes "
-                               "each); least recently used objects go "
-                               "first."),
+                               "expansions, in cost units of about 400 "
+                               "bytes (the default holds about 200 MB); "
+                               "least recently used objects go first."),
 }
 
 PROVIDER_SCHEMA: Dict[str, Option] = {
