@@ -107,7 +107,7 @@ class LocalEngine:
         #: deadline ([gateway] timeout).
         self.answer_seconds = answer_seconds
         #: Most the object cache may hold, in BusyObject.cost units
-        #: (about one period, some 200 bytes, each).
+        #: (about one period or four cached datetimes, some 400 bytes).
         self.max_cost = max_cost
         self._objects: "collections.OrderedDict[Tuple[str, str], BusyObject]" \
             = collections.OrderedDict()
