@@ -9,7 +9,7 @@ hazards, then reads the process's resident set size (VmRSS) while it:
    event and 500 ordinary ones;
 2. replaces every ordinary object 5 times (the cache must drop replaced
    objects), asking a 42-day window after each round;
-3. asks new 42-day windows across the years on a calendar of 2,000
+3. asks 20 new 42-day windows, ten years apart, on a calendar of 2,000
    weekly events.
 
 Prints RSS after start, after each phase, and the peak; ``--json FILE``
@@ -138,6 +138,8 @@ def main():
                 "RRULE:FREQ=WEEKLY"))
         report("/alice/h/", "20260101T000000Z", "20260212T000000Z")
         figures["after start and load"] = rss_mb(process.pid)
+        print("loaded: %.1f MB" % figures["after start and load"],
+              flush=True)
         began = time.monotonic()
         years = list(range(1800, 2995, 40))
         for year in years + years[::-1]:
@@ -154,10 +156,10 @@ def main():
                         n % 12 + 1, n % 28 + 1, round_ + 9)))
             report("/alice/h/", "20260101T000000Z", "20260212T000000Z")
         figures["after replacing 500 objects 5 times"] = rss_mb(process.pid)
-        for year in range(2020, 2990, 10):
+        for year in range(2020, 2220, 10):
             report("/alice/w/", "%d0301T000000Z" % year,
                    "%d0412T000000Z" % year)
-        figures["after 97 new 42-day windows on 2,000 weekly events"] = \
+        figures["after 20 new 42-day windows on 2,000 weekly events"] = \
             rss_mb(process.pid)
         figures["peak"] = peak
     finally:
