@@ -5,8 +5,8 @@ one calendar that holds the objects the base issue named as memory
 hazards, then reads the process's resident set size (VmRSS) while it:
 
 1. walks 1,830-day windows 40 years apart across the answered years
-   (1800-3000), forward and back, over a weekly, an hourly, a minutely and a FREQ=SECONDLY
-   event and 500 ordinary ones;
+   (1800-3000), forward and back, over a weekly, an hourly, a minutely
+   and a FREQ=SECONDLY event and 500 ordinary ones;
 2. replaces every ordinary object 5 times (the cache must drop replaced
    objects), asking a 42-day window after each round;
 3. asks 20 new 42-day windows, ten years apart, on a calendar of 2,000
