@@ -173,6 +173,7 @@ class LocalEngine:
         low = _timestamp(window.start - _FLOATING_SLACK)
         high = _timestamp(window.end + _FLOATING_SLACK)
         objects = []
+        missing = []
         for href, etag in listing.etags.items():
             start, end = listing.ranges[href]
             if end < low or start > high:
@@ -182,20 +183,24 @@ class LocalEngine:
                 busy_object = self._objects.get(key)
                 if busy_object is not None:
                     self._objects.move_to_end(key)
-            if busy_object is None:
-                busy_object = raw.get(href)
-                if busy_object is None:
-                    item = items.get(href) or self._read_items(
-                        collection, [href]).get(href)
-                    if item is None:
-                        continue
-                    busy_object = item if isinstance(item, BusyObject) \
-                        else self._build(collection, item, zone)
-                with self._cache_lock:
-                    self._objects[key] = busy_object
-                    self._costs[key] = cost = busy_object.cost
-                    self._cost += cost
-            objects.append((key, busy_object))
+            if busy_object is not None:
+                objects.append((key, busy_object))
+            elif href in raw or href in items:
+                objects.append((key, self._keep(
+                    key, raw.get(href) or self._build(collection,
+                                                      items[href], zone))))
+            else:
+                missing.append((href, key))
+        # Unchanged items whose objects were evicted: read in one batch
+        # (each get_multi lists the folder).
+        read = self._read_items(collection, [h for h, _ in missing]) \
+            if missing else {}
+        for href, key in missing:
+            item = read.get(href)
+            if item is not None:
+                objects.append((key, self._keep(
+                    key, item if isinstance(item, BusyObject)
+                    else self._build(collection, item, zone))))
         return objects
 
     def _refresh(self, collection, listing: _Listing, zone_text: str,
@@ -240,6 +245,15 @@ class LocalEngine:
         self._drop_keys([(etag, zone_text) for href, etag in
                          old_etags.items()
                          if listing.etags.get(href) != etag])
+
+    def _keep(self, key: Tuple[str, str],
+              busy_object: BusyObject) -> BusyObject:
+        """Put a newly built object into the cache and count its cost."""
+        with self._cache_lock:
+            self._objects[key] = busy_object
+            self._costs[key] = cost = busy_object.cost
+            self._cost += cost
+        return busy_object
 
     def _remember(self, listing: _Listing, href: str, item) -> None:
         listing.etags[href] = item.etag
