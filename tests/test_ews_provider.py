@@ -56,19 +56,6 @@ def mailboxes():
 
 
 @pytest.fixture
-def servers():
-    started = []
-
-    def start(server):
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.close()
-
-
-@pytest.fixture
 def ews(servers):
     def start(boxes=None, **kwargs):
         kwargs.setdefault("users", dict(USERS))
