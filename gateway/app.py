@@ -23,7 +23,7 @@ from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
-from gateway.faces import report, scheduling
+from gateway.faces import access, report, scheduling
 from gateway.engine.fanout import FanOut
 from gateway.transport import auth
 from gateway.transport.http import HOPS_HEADER, HttpClient
@@ -148,6 +148,9 @@ class GatewayApplication(radicale.Application):
         options = self.gateway_options
         self.providers = load_providers(gateway_config) \
             if providers is None else providers
+        #: Requests per caller on the /.freebusy/, Graph and EWS routes.
+        self.request_counter = access.RequestCounter(
+            options["requests_per_minute"])
         self.fanout = FanOut(options["domains"], self._lookup_local,
                              self.providers, options["cache_ttl"],
                              options["timeout"], options["max_hops"],

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from radicale import config as radicale_config
 
 from gateway import radicale_compat
+from gateway.workhours import WorkingHours
 
 PROVIDER_PREFIX = "provider:"
 
@@ -103,6 +104,24 @@ class Option(NamedTuple):
     help: str
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _origin_list(value: str) -> Tuple[str, ...]:
+    """Comma or space separated web origins, as browsers send them."""
+    origins = tuple(o.rstrip("/") for o in re.split(r"[\s,]+", value) if o)
+    for origin in origins:
+        if origin != "*" and not re.match(
+                r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$", origin):
+            raise ValueError("%r is not an origin like "
+                             "https://app.example.com" % origin)
+    return origins
+
+
 def _freebusy_access(value: str) -> str:
     if value.strip().lower() not in ("authenticated", "rights"):
         raise ValueError("must be authenticated or rights")
@@ -136,6 +155,24 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
     "connection_limit": Option(_positive_int, "1000", "Open connections "
                                "fbgateway serve keeps at most; idle or "
                                "slow ones cost no thread."),
+    "anonymous_freebusy": Option(_boolean, "no", "yes: callers who do "
+                                 "not log in see local users' busy periods "
+                                 "on the /.freebusy/ and EWS faces (never "
+                                 "foreign ones; an unknown or opted-out "
+                                 "address looks free to them)."),
+    "requests_per_minute": Option(_non_negative_int, "600", "Requests one "
+                                  "caller (user, or address when "
+                                  "anonymous) may make per minute on the "
+                                  "/.freebusy/, Graph-path and EWS routes; "
+                                  "more get 429. 0: no limit."),
+    "cors_origins": Option(_origin_list, "", "Web origins (scheme://host"
+                           "[:port]) whose pages may call the JSON routes "
+                           "from a browser; empty: none."),
+    "default_working_hours": Option(WorkingHours.parse, "Mon-Fri 09:00-17:00 "
+                                    "UTC", "Working hours of users who have "
+                                    "none of their own (VAVAILABILITY or "
+                                    "their system's): 'Mon-Fri 09:00-17:00 "
+                                    "Europe/Berlin'."),
     "local_cache_size": Option(_positive_int, "500000", "How much the local "
                                "engine keeps of parsed objects and their "
                                "expansions, in cost units of about 400 "

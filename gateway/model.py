@@ -151,20 +151,44 @@ class Reason(enum.Enum):
     NO_DATA = "no data"
 
 
+#: A ``[start, end)`` span in UTC, without a busy type.
+Span = Tuple[datetime.datetime, datetime.datetime]
+
+
+def spans_of(spans: Iterable[Span], window: Window) -> Tuple[Span, ...]:
+    """``spans`` clipped to ``window``, merged and sorted."""
+    return tuple((p.start, p.end) for p in normalize(
+        (Period(s, e, BUSY_UNAVAILABLE) for s, e in spans), window))
+
+
 class LookupResult(NamedTuple):
-    """The answer for one address: periods, or a failure reason."""
+    """The answer for one address: periods, or a failure reason.
+
+    ``nodata`` are the spans of a successful answer where the source had
+    no data (a publishing horizon, EWS NoData, Graph ``unknown``).  They
+    are also in ``periods`` as BUSY-UNAVAILABLE, so a face that cannot
+    say "no data" (VFREEBUSY) is never wrong; a face that can (the view,
+    EWS MergedFreeBusy) reads them here.
+    """
 
     periods: Tuple[Period, ...] = ()
     failure: Optional[Reason] = None
     detail: str = ""
+    nodata: Tuple[Span, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.failure is None
 
     @classmethod
-    def busy(cls, periods: Iterable[Period], window: Window) -> "LookupResult":
-        return cls(tuple(normalize(periods, window)))
+    def busy(cls, periods: Iterable[Period], window: Window,
+             nodata: Iterable[Span] = ()) -> "LookupResult":
+        """Periods (none: free) over ``window``, with the spans that had
+        no data counted BUSY-UNAVAILABLE."""
+        nodata = spans_of(nodata, window)
+        periods = list(periods)
+        periods.extend(Period(s, e, BUSY_UNAVAILABLE) for s, e in nodata)
+        return cls(tuple(normalize(periods, window)), nodata=nodata)
 
     @classmethod
     def failed(cls, reason: Reason, detail: str = "") -> "LookupResult":

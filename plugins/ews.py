@@ -508,8 +508,7 @@ class Provider(BaseProvider):
                     Reason.NO_DATA, "no data for the whole window")
                 continue
             periods = [p for piece in pieces for p in piece.periods]
-            periods += [Period(s, e, BUSY_UNAVAILABLE) for s, e in no_data]
-            results[address] = LookupResult.busy(periods, window)
+            results[address] = LookupResult.busy(periods, window, no_data)
         return results
 
     def _smaller(self, code, batch, part):

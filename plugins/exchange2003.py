@@ -96,14 +96,14 @@ def _spans_outside(window, published):
 def read_fbdata(fbdata: str, window, interval: datetime.timedelta,
                 published) -> LookupResult:
     """One recipient's digits over ``window`` (which starts a slot)."""
-    periods, known = [], False
+    periods, nodata, known = [], [], False
     count = math.ceil((window.end - window.start) / interval)
     for i in range(count):
         start = window.start + i * interval
         end = min(start + interval, window.end)
         digit = fbdata[i] if i < len(fbdata) else NO_DATA_DIGIT
         if digit not in DIGITS:
-            periods.append(Period(start, end, BUSY_UNAVAILABLE))
+            nodata.append((start, end))
             continue
         if start < published[1] and end > published[0]:
             known = True    # this slot says something inside the range
@@ -113,9 +113,8 @@ def read_fbdata(fbdata: str, window, interval: datetime.timedelta,
         return LookupResult.failed(Reason.NO_DATA, "no published free/busy "
                                    "in the window (%d digits: %.40s...)"
                                    % (len(fbdata), fbdata))
-    periods += [Period(s, e, BUSY_UNAVAILABLE)
-                for s, e in _spans_outside(window, published)]
-    return LookupResult.busy(periods, window)
+    nodata += _spans_outside(window, published)
+    return LookupResult.busy(periods, window, nodata)
 
 
 def _merge(first: str, second: str) -> str:

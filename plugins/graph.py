@@ -182,15 +182,16 @@ def schedule_error(error):
 
 
 def item_periods(items):
-    """Busy periods of ``scheduleItems``; BadAnswer for ``unknown``."""
+    """Busy periods of ``scheduleItems`` and the spans of its ``unknown``
+    items (no data)."""
     if not isinstance(items, list):
         raise BadAnswer("scheduleItems is not a list")
-    periods = []
+    periods, nodata = [], []
     for item in items:
         if not isinstance(item, dict):
             raise BadAnswer("scheduleItem %r" % (item,))
         status = str(item.get("status", "")).lower()
-        if status not in STATUS:
+        if status not in STATUS and status != "unknown":
             raise BadAnswer("status %r from %s" % (
                 item.get("status"), (item.get("start") or {}).get(
                     "dateTime") if isinstance(item.get("start"), dict)
@@ -199,9 +200,11 @@ def item_periods(items):
         end = graph_datetime(item.get("end"), round_up=True)
         if end < start:
             raise BadAnswer("item ends before it starts")
-        if STATUS[status] is not None:
+        if status == "unknown":
+            nodata.append((start, end))
+        elif STATUS[status] is not None:
             periods.append(Period(start, end, STATUS[status]))
-    return periods
+    return periods, nodata
 
 
 def view_periods(view, window, interval, items):
@@ -365,10 +368,12 @@ class Provider(BaseProvider):
         try:
             items = entry.get("scheduleItems")
             view = entry.get("availabilityView")
-            periods = item_periods(items) if items is not None else []
+            periods, nodata = item_periods(items) if items is not None \
+                else ([], [])
             if view:
-                extra, covered = view_periods(view, window, self.interval,
-                                              periods)
+                extra, covered = view_periods(
+                    view, window, self.interval,
+                    periods + [Period(s, e) for s, e in nodata])
                 periods += extra
             else:
                 covered = False
@@ -383,7 +388,11 @@ class Provider(BaseProvider):
                 AttributeError, OverflowError) as e:
             return LookupResult.failed(Reason.NO_DATA, "unreadable "
                                        "schedule: %s" % (e,))
-        return LookupResult.busy(periods, window)
+        if nodata and LookupResult.busy((), window, nodata).nodata == (
+                (window.start, window.end),):
+            return LookupResult.failed(Reason.NO_DATA, "unknown for the "
+                                       "whole window")
+        return LookupResult.busy(periods, window, nodata)
 
     def _failure(self, response, answer):
         error = answer.get("error") if isinstance(answer, dict) else None

@@ -34,6 +34,22 @@ def test_a_piece_without_data_is_unavailable_never_free():
     assert result.ok
     assert result.periods == (Period(T(2), T(3), BUSY),
                               Period(T(11), T(21), BUSY_UNAVAILABLE))
+    # ... and a face that can say "no data" knows which part it was.
+    assert result.nodata == ((T(11), T(21)),)
+
+
+def test_no_data_spans_of_pieces_are_kept_and_clipped():
+    first = LookupResult.busy([Period(T(2), T(3))], FIRST,
+                              [(T(5), T(12))])
+    assert first.nodata == ((T(5), T(11)),)
+    assert Period(T(5), T(11), BUSY_UNAVAILABLE) in first.periods
+    result = _stitched([(FIRST, first),
+                        (SECOND, LookupResult.busy((), SECOND,
+                                                   [(T(11), T(12))]))],
+                       Window(T(1), T(21)))
+    assert result.nodata == ((T(5), T(12)),)
+    assert result.periods == (Period(T(2), T(3), BUSY),
+                              Period(T(5), T(12), BUSY_UNAVAILABLE))
 
 
 def test_no_data_everywhere_is_no_data():

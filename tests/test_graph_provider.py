@@ -511,7 +511,8 @@ def item(status="busy", start="2026-01-05T09:00:00.0000000",
     "garbage", "html", "truncated-json", ("status", 500), ("status", 502),
     ("status", 400), ("json", {"value": "nope"}), ("json", []),
     ("json", {"value": []}),
-    entry(scheduleItems=[item("unknown")]),
+    entry(scheduleItems=[item("unknown", "2026-01-05T00:00:00",
+                              "2026-01-09T00:00:00")]),
     entry(scheduleItems=[item("maybe")]),
     entry(scheduleItems=[item(start="yesterday")]),
     entry(scheduleItems=[item(zone="Mars Standard Time")]),
@@ -538,6 +539,20 @@ def test_broken_answers_are_never_free(corp, graph, behaviour):
     # The gateway is still fine afterwards.
     answers = ask(corp, ["carol@corp.example"])
     assert answers[0][1] == "2.0"
+
+
+def test_an_unknown_item_is_no_data_never_free(corp, graph):
+    """Graph's ``unknown`` over part of the window: BUSY-UNAVAILABLE
+    there (the model's no data), the rest read as usual."""
+    graph.script.append(entry(scheduleItems=[
+        item("unknown", "2026-01-05T09:00:00", "2026-01-05T12:00:00"),
+        item("busy", "2026-01-06T09:00:00", "2026-01-06T10:00:00")]))
+    answers = ask(corp, ["carol@corp.example"])
+    assert answers[0][1] == "2.0"
+    periods = periods_of(answers[0][2])
+    assert periods["BUSY-UNAVAILABLE"] == [("20260105T090000Z",
+                                            "20260105T120000Z")]
+    assert periods["BUSY"] == [("20260106T090000Z", "20260106T100000Z")]
 
 
 def test_odd_but_valid_answers_are_read(corp, graph):

@@ -32,7 +32,7 @@ from gateway.state import AnswerCache, MemoryAnswerCache
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
                                       ProviderError, RateLimited)
 from gateway.addresses import bare_address
-from gateway.model import (BUSY_UNAVAILABLE, FBTYPES, UTC, LookupResult,
+from gateway.model import (FBTYPES, UTC, LookupResult,
                            Period, Reason, Window, normalize)
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ def _valid_period(p) -> bool:
             isinstance(end, datetime.datetime) and
             start.utcoffset() is not None and end.utcoffset() is not None
             and isinstance(fbtype, str) and fbtype in FBTYPES)
+
+
+def _valid_span(span) -> bool:
+    return (isinstance(span, tuple) and len(span) == 2 and
+            all(isinstance(t, datetime.datetime) and
+                t.utcoffset() is not None for t in span))
 
 
 class FanOut:
@@ -143,7 +149,9 @@ class FanOut:
                 cached = self.cache.get(cache_key(target, bare, requester),
                                         window.start, window.end)
                 if cached is not None:
-                    results[address] = LookupResult.busy(cached, window)
+                    periods, nodata = cached
+                    results[address] = LookupResult.busy(periods, window,
+                                                         nodata)
                     continue
                 foreign.setdefault(target.name, []).append((address, bare))
                 providers[target.name] = target
@@ -315,8 +323,10 @@ class FanOut:
                     out[address] = result
                     continue
                 self.cache.put(cache_key(provider, bare, requester),
-                               window.start, window.end, result.periods,
-                               ttl, cost=len(result.periods) + 1)
+                               window.start, window.end,
+                               (result.periods, result.nodata), ttl,
+                               cost=len(result.periods) +
+                               len(result.nodata) + 1)
                 out[address] = result
         return out
 
@@ -342,9 +352,9 @@ def _stitched(parts: List[Tuple[Window, LookupResult]],
     if not answered:
         return next(r for _, r in parts)
     periods = [p for r in answered for p in r.periods]
-    periods.extend(Period(part.start, part.end, BUSY_UNAVAILABLE)
-                   for part, r in parts if not r.ok)
-    return LookupResult.busy(periods, window)
+    nodata = [span for r in answered for span in r.nodata]
+    nodata.extend((part.start, part.end) for part, r in parts if not r.ok)
+    return LookupResult.busy(periods, window, nodata)
 
 
 def _checked_result(name, address, result, part) -> LookupResult:
@@ -368,9 +378,14 @@ def _checked_result(name, address, result, part) -> LookupResult:
         if not isinstance(periods, (tuple, list)) or not all(
                 _valid_period(p) for p in periods):
             raise TypeError("periods that are not periods")
+        nodata = getattr(result, "nodata", ())
+        if not isinstance(nodata, (tuple, list)) or not all(
+                _valid_span(s) for s in nodata):
+            raise TypeError("no-data spans that are not spans")
         return LookupResult.busy([Period(
             p[0].astimezone(UTC), p[1].astimezone(UTC), p[2])
-            for p in periods], part)
+            for p in periods], part, [
+            (s.astimezone(UTC), e.astimezone(UTC)) for s, e in nodata])
     except Exception as e:
         logger.warning("Provider %s gave an unreadable answer for %s: %s",
                        name, address, e)

@@ -37,6 +37,9 @@ TIMEZONE_KEY = "C:calendar-timezone"
 #: Where the inbox's CALDAV:calendar-availability is kept: a property of
 #: the user's principal collection, so it lives in Radicale's storage.
 AVAILABILITY_KEY = "C:calendar-availability"
+#: The principal property by which a user opts out of being looked up by
+#: anyone but themselves (design.md, "Who may see whose free/busy").
+OPT_OUT_KEY = "{urn:freebusy-gateway}freebusy-opt-out"
 
 
 def is_transparent(collection) -> bool:
@@ -428,6 +431,9 @@ class LocalEngine:
             if not isinstance(principal, radicale_storage.BaseCollection):
                 return LookupResult.failed(Reason.UNKNOWN_USER,
                                            "no such user here")
+            if user != owner and _opted_out(principal):
+                return LookupResult.failed(Reason.NO_AUTHORITY,
+                                           "%s opted out" % owner)
             visible = list(self.home_calendars(home, user, user_groups,
                                                check_rights=check_rights))
             if check_rights and not visible:
@@ -452,6 +458,22 @@ class LocalEngine:
             periods.extend(self.availability_of_text(availability, window))
         return LookupResult.busy(periods, window)
 
+    def principal_meta(self, owner: str, key: str) -> Optional[str]:
+        """A property of local user ``owner``'s principal (None when the
+        user or the property is missing)."""
+        if not pathutils.is_safe_path_component(owner):
+            return None
+        with self._storage.acquire_lock("r"):
+            principal = next(iter(self._storage.discover(
+                "/%s/" % owner, depth="0")), None)
+            if not isinstance(principal, radicale_storage.BaseCollection):
+                return None
+            return principal.get_meta(key)
+
+    def opted_out(self, owner: str) -> bool:
+        """Has ``owner`` opted out of being looked up by others?"""
+        return _opt_out_value(self.principal_meta(owner, OPT_OUT_KEY))
+
     def availability_of_text(self, text: str, window: Window) -> List[Period]:
         """Busy time of a stored calendar-availability value."""
         busy_object = BusyObject(text, timezones.UTC, self.limits,
@@ -470,6 +492,14 @@ class LocalEngine:
                            "%s..%s as unavailable", type(e).__name__,
                            window.start, window.end)
             return [Period(window.start, window.end, BUSY_UNAVAILABLE)]
+
+
+def _opt_out_value(value) -> bool:
+    return str(value or "").strip().lower() in ("true", "1", "yes")
+
+
+def _opted_out(principal) -> bool:
+    return _opt_out_value(principal.get_meta(OPT_OUT_KEY))
 
 
 def _timestamp(value: datetime.datetime) -> float:

@@ -83,6 +83,10 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
     engine = app.local
     # One deadline for the whole answer, as for every lookup.
     deadline = time.monotonic() + app.gateway_options["timeout"]
+    owner = path.strip("/").split("/", 1)[0]
+    if owner and owner != user and engine.opted_out(owner):
+        # design.md: an opted-out user is "no authority" to everyone else.
+        return httputils.NOT_ALLOWED
     with app._storage.acquire_lock("r", user):
         item = next(iter(app._storage.discover(path)), None)
         if item is None:
