@@ -17,10 +17,10 @@ before to 12 hours after its reading (UTC+14 to UTC-12), so a busy time
 becomes BUSY-UNAVAILABLE over that whole span and the covered range
 shrinks by as much: no data where we cannot know, never free.
 
-Errors: 400 "Name not found" is 3.7; 401 is refused credentials and 403
-refused access (3.8); every other error, "Unparseable date" included,
-is no data (5.3).  Credentials: ``username``/``password`` (Basic), or
-none where the server allows anonymous access.
+Errors: 400 "Name not found" is 3.7; 401 is refused credentials (3.8);
+every other error, "Unparseable date" included, is no data (5.3).
+Credentials: ``username``/``password`` (Basic), or none where the
+server allows anonymous access.
 """
 
 import datetime
@@ -107,8 +107,6 @@ class Provider(BaseProvider):
         if response.status == 401:
             raise ProviderError(Reason.NO_AUTHORITY, detail,
                                 "refused the credentials")
-        if response.status == 403:
-            raise ProviderError(Reason.NO_AUTHORITY, detail)
         if response.status == 400 and isinstance(message, str) and \
                 NAME_NOT_FOUND.search(message):
             return {address: LookupResult.failed(Reason.UNKNOWN_USER,

@@ -109,21 +109,26 @@ def test_name_not_found_is_3_7_and_other_errors_no_data(gateway, domino):
         ("status", 500, "Could not open the database")]
     domino.script["erin@domino.example"] = [
         ("status", 400, 'Unparseable date: "2026-01-05T00:00:00.000Z"')]
+    domino.script["frank@domino.example"] = [
+        ("status", 403, "The Freebusy service is disabled")]
     response = post(gateway, ["carol@domino.example", "nobody@domino.example",
-                              "dave@domino.example", "erin@domino.example"])
+                              "dave@domino.example", "erin@domino.example",
+                              "frank@domino.example"])
     answers = schedule_response(response)
     assert [(a[0], a[1]) for a in answers] == [
         ("mailto:carol@domino.example", "2.0"),
         ("mailto:nobody@domino.example", "3.7"),
         ("mailto:dave@domino.example", "5.3"),
-        ("mailto:erin@domino.example", "5.3")]
-    assert [a[2] is None for a in answers] == [False, True, True, True]
+        ("mailto:erin@domino.example", "5.3"),
+        ("mailto:frank@domino.example", "5.3")]
+    assert [a[2] is None for a in answers] == [False, True, True, True,
+                                               True]
     assert "3.7;Invalid calendar user;domino does not know this user" in \
         response.text
     assert "domino answered HTTP 500" in response.text
     assert "domino answered HTTP 400" in response.text
     assert "127.0.0.1" not in response.text
-    assert sorted(domino.statuses()) == [200, 400, 400, 500]
+    assert sorted(domino.statuses()) == [200, 400, 400, 403, 500]
 
 
 HOSTILE = ["a&since=2020-01-01T00:00:00Z@domino.example",
