@@ -210,7 +210,7 @@ def test_wall_clock_times_without_a_zone_are_never_free(gateway_factory,
 
 def test_calls_run_in_parallel_within_max_parallel(gateway_factory, pki,
                                                    servers):
-    domino = servers(DominoServer(pki, people(5), delay=0.4))
+    domino = servers(DominoServer(pki, people(5), delay=1.0))
     gateway = gateway_factory(extra=section(domino, pki,
                                             extra="max_parallel = 2\n"))
     names = ["user%02d@domino.example" % i for i in range(5)]
