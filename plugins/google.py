@@ -18,10 +18,9 @@ answers under ``groups``) is no data too.
 Whole-call answers: 403 ``rateLimitExceeded``/``userRateLimitExceeded``
 (and the other quota reasons) are throttling (5.3), as is a 429, which
 the transport handles with its Retry-After; any other 403 is no
-authority (3.8);
-400 ``timeRangeTooLong`` or ``tooManyCalendarsRequested`` mean the
-section's limits exceed what Google takes (5.1, the log names the key
-to lower).
+authority (3.8); 400 ``timeRangeTooLong`` or
+``tooManyCalendarsRequested`` mean the section's limits exceed what
+Google takes (5.1, the log names the key to lower).
 
 Limits: 50 calendars a call (Google's ``calendarExpansionMax``) and 60
 days, well below the undocumented limit of about 90 days
