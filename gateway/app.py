@@ -12,7 +12,10 @@ import base64
 import functools
 import io
 import logging
-from typing import Optional
+import os
+import time
+import urllib.parse
+from typing import List, Optional
 
 import radicale
 from radicale import httputils
@@ -23,8 +26,11 @@ from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
-from gateway.faces import access, report, scheduling
+from gateway.faces import access, push, report, scheduling
 from gateway.engine.fanout import FanOut
+from gateway.engine.push import PushWorker
+from gateway.model import LookupResult, Reason
+from gateway.state import SqlitePushQueue
 from gateway.transport import auth
 from gateway.transport.http import HOPS_HEADER, HttpClient
 from gateway.engine.calendar_object import Limits
@@ -40,6 +46,16 @@ MAX_XML_BYTES = 1 << 20
 XML = {"Content-Type": "application/xml; charset=utf-8"}
 #: Methods that make no sense on the virtual inbox and outbox.
 _NOT_ON_BOXES = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
+
+
+def open_queue(gateway_config: GatewayConfig) -> SqlitePushQueue:
+    """The push queue ``[gateway] queue`` names (default: a SQLite file
+    in Radicale's storage folder, so it lives and is backed up with the
+    calendars)."""
+    path = gateway_config.gateway["queue"] or os.path.join(
+        gateway_config.radicale.get("storage", "filesystem_folder"),
+        ".freebusy-push-queue.sqlite")
+    return SqlitePushQueue(path)
 
 
 def _bad_request(text: str):
@@ -104,7 +120,7 @@ def _login_first(method):
 #: scheduling face (gateway.faces.scheduling) is different: it adds to
 #: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
 #: in the methods below.
-FACES = (report,)
+FACES = (report, push)
 
 
 def _route_first(method_name: str, radicale_method):
@@ -155,6 +171,52 @@ class GatewayApplication(radicale.Application):
                              self.providers, options["cache_ttl"],
                              options["timeout"], options["max_hops"],
                              local_username=self.local_users.rule)
+        #: Pushes local free/busy out (None when no provider publishes).
+        self.push = self._push_worker()
+        if self.push is not None:
+            self.push.start()
+
+    # -- the push direction -----------------------------------------------
+
+    def _push_worker(self) -> Optional[PushWorker]:
+        publishing = [p for p in self.providers if p.can_publish]
+        if not publishing:
+            return None
+        options = self.gateway_options
+        return PushWorker(
+            open_queue(self.gateway_config), publishing, self._own_busy,
+            self.local_user_names,
+            lambda user: self.local_users.addresses_of(user)[0][7:],
+            options["push_window_days"],
+            options["push_republish_hours"] * 3600, options["timeout"])
+
+    def _own_busy(self, user: str, window):
+        """What a push of ``user`` carries: all their busy time, as they
+        see it; nothing (no authority) once they have opted out."""
+        if self.local.opted_out(user):
+            return LookupResult.failed(Reason.NO_AUTHORITY, "opted out")
+        return self.local.lookup_user(
+            user, window, user, set(), check_rights=False,
+            deadline=time.monotonic() + self.gateway_options["timeout"])
+
+    def local_user_names(self) -> List[str]:
+        """Every local user with a principal (calendar home) here."""
+        with self._storage.acquire_lock("r"):
+            return sorted(
+                c.path for c in self._storage.discover("/", depth="1")
+                if isinstance(c, radicale_storage.BaseCollection) and
+                c.path and "/" not in c.path)
+
+    def _changed(self, path: str) -> None:
+        """A write under ``path`` succeeded: its owner's free/busy may
+        have changed, so it is pushed (coalesced with other changes)."""
+        owner = path.strip("/").split("/", 1)[0]
+        if self.push is not None and owner and not owner.startswith("."):
+            try:
+                self.push.changed(owner)
+            except Exception:
+                # The write stands; the daily republish catches up.
+                logger.exception("Could not queue the push of %s", owner)
 
     # -- who may see whose free/busy, and who must log in first -----------
 
@@ -518,6 +580,31 @@ def _refuse_on_boxes(method: str):
 
 for _method in _NOT_ON_BOXES:
     setattr(GatewayApplication, "do_" + _method, _refuse_on_boxes(_method))
+
+
+def _pushing_changes(method: str, inner):
+    """``inner`` (a do_METHOD), then a push of the owner's free/busy is
+    queued if it wrote something (Radicale's own hook mechanism is told
+    nothing of the result)."""
+    def handler(self, environ, base_prefix, path, user, user_groups,
+                request_info):
+        answer = inner(self, environ, base_prefix, path, user, user_groups,
+                       request_info)
+        if self.push is not None and str(answer[0])[:1] == "2":
+            self._changed(path)
+            if method == "MOVE":
+                self._changed(urllib.parse.urlsplit(
+                    environ.get("HTTP_DESTINATION", "")).path[
+                        len(base_prefix):])
+        return answer
+    handler.__name__ = "do_" + method
+    handler.__doc__ = inner.__doc__
+    return handler
+
+
+for _method in ("PUT", "DELETE", "MOVE", "PROPPATCH"):
+    setattr(GatewayApplication, "do_" + _method, _pushing_changes(
+        _method, getattr(GatewayApplication, "do_" + _method)))
 
 
 for _method in radicale.app.REQUEST_METHODS:

@@ -122,6 +122,11 @@ def _origin_list(value: str) -> Tuple[str, ...]:
     return origins
 
 
+def _name_list(value: str) -> Tuple[str, ...]:
+    """Comma or space separated account names."""
+    return tuple(n for n in re.split(r"[\s,]+", value) if n)
+
+
 def _freebusy_access(value: str) -> str:
     if value.strip().lower() not in ("authenticated", "rights"):
         raise ValueError("must be authenticated or rights")
@@ -173,6 +178,14 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                                     "none of their own (VAVAILABILITY or "
                                     "their system's): 'Mon-Fri 09:00-17:00 "
                                     "Europe/Berlin'."),
+    "queue": Option(str, "", "Where pushes waiting to go out are kept: "
+                    "a SQLite file (default: .freebusy-push-queue.sqlite in "
+                    "[storage] filesystem_folder)."),
+    "push_window_days": Option(_positive_int, "60", "Days of free/busy "
+                               "pushed out, from the start of today."),
+    "push_republish_hours": Option(_positive_float, "24", "Every user is "
+                                   "pushed again this often (the window "
+                                   "slides even when nothing changes)."),
     "local_cache_size": Option(_positive_int, "500000", "How much the local "
                                "engine keeps of parsed objects and their "
                                "expansions, in cost units of about 400 "
@@ -224,6 +237,10 @@ PROVIDER_SCHEMA: Dict[str, Option] = {
                         "be reused; empty means [gateway] cache_ttl."),
     "verify_tls": Option(_boolean, "yes", "Check the server's TLS "
                          "certificate."),
+    "push_accounts": Option(_name_list, "", "Local accounts that may push "
+                            "free/busy for this provider's domains (PUT "
+                            "/.freebusy/ADDRESS): lookups in the pushed "
+                            "window are then answered from the push."),
     "max_parallel": Option(_positive_int, "8", "Calls to this provider "
                            "in flight at once; more wait their turn (and "
                            "time out at the deadline), so one slow system "

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 
 class TokenStore:
@@ -195,24 +195,101 @@ class MemoryThrottleMemory(ThrottleMemory):
             self._until[key] = max(self._until.get(key, 0.0), until)
 
 
+# -- free/busy peers pushed to us ---------------------------------------------
+
+
+class PushedStore:
+    """Free/busy a peer pushed for one of its addresses (design.md, "Push
+    to a peer gateway"): lookups of that address inside the pushed window
+    are answered from it, without asking, until it expires.
+
+    Keys are strings (provider name and address); windows two aware
+    datetimes; periods tuples of ``(start, end, fbtype)``; ``stamp`` the
+    push's DTSTAMP as a POSIX time, so a repeat of an older push (one in
+    flight when its sender crashed) never replaces a newer one."""
+
+    def put(self, key: str, start, end, periods, stamp: float,
+            expires: float) -> bool:
+        """Keep it until ``expires`` (wall clock); False when what is
+        kept is newer (``stamp`` smaller), which is then kept."""
+        raise NotImplementedError
+
+    def get(self, key: str, start, end) -> Optional[Any]:
+        """The periods of a live push covering start..end, else None."""
+        raise NotImplementedError
+
+
+class MemoryPushedStore(PushedStore):
+    """In-process default, at most ``max_entries`` addresses (the ones
+    expiring first go when room is needed)."""
+
+    def __init__(self, max_entries: int = 100000) -> None:
+        self.max_entries = max_entries
+        self._entries: Dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, start, end, periods, stamp: float,
+            expires: float) -> bool:
+        now = time.time()
+        with self._lock:
+            kept = self._entries.get(key)
+            if kept is not None and kept[4] > now and kept[3] > stamp:
+                return False
+            self._entries[key] = (start, end, tuple(periods), stamp,
+                                  expires)
+            if len(self._entries) > self.max_entries:
+                for old in sorted(self._entries,
+                                  key=lambda k: self._entries[k][4]
+                                  )[:len(self._entries) - self.max_entries]:
+                    del self._entries[old]
+        return True
+
+    def get(self, key: str, start, end) -> Optional[Any]:
+        with self._lock:
+            kept = self._entries.get(key)
+            if kept is None:
+                return None
+            if kept[4] <= time.time():
+                del self._entries[key]
+                return None
+        if kept[0] <= start and kept[1] >= end:
+            return kept[2]
+        return None
+
+
 # -- the push queue -----------------------------------------------------------
+
+
+class QueueItem(NamedTuple):
+    """One queued push as the admin sees it (``fbgateway queue list``)."""
+
+    id: str
+    key: Optional[str]
+    payload: bytes
+    attempts: int
+    #: wall-clock seconds: queued, next try, held by a worker until
+    created: float
+    not_before: float
+    leased_until: float
+    last_error: str
 
 
 class PushQueue:
     """Work for the push direction (free/busy to publish elsewhere):
-    durable enqueue, lease with expiry, ack.  Delivery is at least once:
-    an item whose lease runs out before its ack is leased again."""
+    durable enqueue, lease with expiry, ack, retry later.  Delivery is at
+    least once: an item whose lease runs out before its ack (a worker
+    killed mid-push) is leased again."""
 
     def enqueue(self, payload: bytes, key: Optional[str] = None) -> str:
-        """Add an item; with ``key``, a pending (unleased) item of the same
-        key is replaced instead (a newer state supersedes an older one).
-        Returns the item's id."""
+        """Add an item; with ``key``, an item of the same key that no
+        worker holds is replaced instead (a newer state supersedes an
+        older one; a retry wait it was in is kept).  Returns its id."""
         raise NotImplementedError
 
     def lease(self, seconds: float, limit: int = 1
               ) -> List[Tuple[str, bytes]]:
-        """Up to ``limit`` items nobody holds, as ``(lease id, payload)``,
-        held for ``seconds``."""
+        """Up to ``limit`` due items nobody holds, as ``(lease id,
+        payload)``, held for ``seconds``."""
         raise NotImplementedError
 
     def ack(self, lease_id: str) -> bool:
@@ -220,72 +297,160 @@ class PushQueue:
         run out and someone else holds the item now."""
         raise NotImplementedError
 
+    def release(self, lease_id: str, delay: float, error: str) -> bool:
+        """A leased item failed: due again in ``delay`` seconds."""
+        raise NotImplementedError
+
+    def items(self) -> List[QueueItem]:
+        """Every queued item, oldest first."""
+        raise NotImplementedError
+
+    def retry(self, item_id: Optional[str] = None) -> int:
+        """Make one item (or all) due now; how many."""
+        raise NotImplementedError
+
+    def purge(self, item_id: Optional[str] = None) -> int:
+        """Drop one item (or all); how many."""
+        raise NotImplementedError
+
+    def get_meta(self, name: str) -> Optional[str]:
+        """A small value the push worker keeps beside the queue (when it
+        last republished everyone)."""
+        raise NotImplementedError
+
+    def set_meta(self, name: str, value: str) -> None:
+        raise NotImplementedError
+
 
 class SqlitePushQueue(PushQueue):
     """The default: one SQLite file (``":memory:"`` for tests), so queued
-    items survive a restart."""
+    items survive a restart and a kill -9 (each change is one committed
+    transaction; several processes may share the file)."""
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(path, check_same_thread=False,
-                                   isolation_level=None)
+                                   isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS push_queue ("
+                "CREATE TABLE IF NOT EXISTS push_items ("
                 " id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT,"
-                " payload BLOB NOT NULL, leased_until REAL NOT NULL"
-                " DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0)")
+                " payload BLOB NOT NULL,"
+                " leased_until REAL NOT NULL DEFAULT 0,"
+                " attempt INTEGER NOT NULL DEFAULT 0,"
+                " not_before REAL NOT NULL DEFAULT 0,"
+                " created REAL NOT NULL DEFAULT 0,"
+                " last_error TEXT NOT NULL DEFAULT '')")
+            self._db.execute("CREATE INDEX IF NOT EXISTS push_items_key "
+                             "ON push_items (key)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS push_meta ("
+                             " name TEXT PRIMARY KEY, value TEXT)")
 
-    def enqueue(self, payload: bytes, key: Optional[str] = None) -> str:
+    def _transaction(self, work):
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = None if key is None else self._db.execute(
-                    "SELECT id FROM push_queue WHERE key = ? AND "
-                    "leased_until <= ? ORDER BY id LIMIT 1",
-                    (key, time.time())).fetchone()
-                if row is not None:
-                    self._db.execute("UPDATE push_queue SET payload = ? "
-                                     "WHERE id = ?", (payload, row[0]))
-                    item = row[0]
-                else:
-                    item = self._db.execute(
-                        "INSERT INTO push_queue (key, payload) VALUES (?, ?)",
-                        (key, payload)).lastrowid
+                result = work(self._db)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return str(item)
+        return result
+
+    def enqueue(self, payload: bytes, key: Optional[str] = None) -> str:
+        now = time.time()
+
+        def work(db):
+            row = None if key is None else db.execute(
+                "SELECT id FROM push_items WHERE key = ? AND "
+                "leased_until <= ? ORDER BY id LIMIT 1",
+                (key, now)).fetchone()
+            if row is not None:
+                db.execute("UPDATE push_items SET payload = ? WHERE id = ?",
+                           (payload, row[0]))
+                return row[0]
+            return db.execute(
+                "INSERT INTO push_items (key, payload, created) "
+                "VALUES (?, ?, ?)", (key, payload, now)).lastrowid
+        return str(self._transaction(work))
 
     def lease(self, seconds: float, limit: int = 1
               ) -> List[Tuple[str, bytes]]:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._db.execute(
-                    "SELECT id, payload, attempt FROM push_queue WHERE "
-                    "leased_until <= ? ORDER BY id LIMIT ?",
-                    (now, max(1, limit))).fetchall()
-                for item, _, attempt in rows:
-                    self._db.execute(
-                        "UPDATE push_queue SET leased_until = ?, attempt = ?"
-                        " WHERE id = ?", (now + seconds, attempt + 1, item))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+
+        def work(db):
+            rows = db.execute(
+                "SELECT id, payload, attempt FROM push_items WHERE "
+                "leased_until <= ? AND not_before <= ? ORDER BY id LIMIT ?",
+                (now, now, max(1, limit))).fetchall()
+            for item, _, attempt in rows:
+                db.execute("UPDATE push_items SET leased_until = ?, "
+                           "attempt = ? WHERE id = ?",
+                           (now + seconds, attempt + 1, item))
+            return rows
         return [("%d:%d" % (item, attempt + 1), bytes(payload))
-                for item, payload, attempt in rows]
+                for item, payload, attempt in self._transaction(work)]
+
+    @staticmethod
+    def _lease_parts(lease_id: str) -> Tuple[int, int]:
+        item, _, attempt = lease_id.partition(":")
+        return int(item), int(attempt)
 
     def ack(self, lease_id: str) -> bool:
-        item, _, attempt = lease_id.partition(":")
+        item, attempt = self._lease_parts(lease_id)
         with self._lock:
             cursor = self._db.execute(
-                "DELETE FROM push_queue WHERE id = ? AND attempt = ?",
-                (int(item), int(attempt)))
+                "DELETE FROM push_items WHERE id = ? AND attempt = ?",
+                (item, attempt))
         return cursor.rowcount == 1
+
+    def release(self, lease_id: str, delay: float, error: str) -> bool:
+        item, attempt = self._lease_parts(lease_id)
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE push_items SET leased_until = 0, not_before = ?, "
+                "last_error = ? WHERE id = ? AND attempt = ?",
+                (time.time() + delay, error[:500], item, attempt))
+        return cursor.rowcount == 1
+
+    def items(self) -> List[QueueItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, payload, attempt, created, not_before, "
+                "leased_until, last_error FROM push_items ORDER BY id"
+            ).fetchall()
+        return [QueueItem(str(r[0]), r[1], bytes(r[2]), *r[3:])
+                for r in rows]
+
+    def _where(self, item_id: Optional[str]):
+        if item_id is None:
+            return "", ()
+        return " WHERE id = ?", (int(item_id),)
+
+    def retry(self, item_id: Optional[str] = None) -> int:
+        where, args = self._where(item_id)
+        with self._lock:
+            return self._db.execute(
+                "UPDATE push_items SET not_before = 0" + where, args
+            ).rowcount
+
+    def purge(self, item_id: Optional[str] = None) -> int:
+        where, args = self._where(item_id)
+        with self._lock:
+            return self._db.execute("DELETE FROM push_items" + where,
+                                    args).rowcount
+
+    def get_meta(self, name: str) -> Optional[str]:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM push_meta WHERE "
+                                   "name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO push_meta (name, value)"
+                             " VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         with self._lock:

@@ -28,7 +28,8 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gateway.state import AnswerCache, MemoryAnswerCache
+from gateway.state import (AnswerCache, MemoryAnswerCache,
+                           MemoryPushedStore, PushedStore)
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
                                       ProviderError, RateLimited)
 from gateway.addresses import bare_address
@@ -51,6 +52,11 @@ def cache_key(provider, address: str, requester: str) -> str:
     two askers may see different answers."""
     asker = requester if getattr(provider, "per_asker", False) else ""
     return "\x1f".join((provider.name, asker, address))
+
+
+def pushed_key(provider, address: str) -> str:
+    """Where a peer's push for ``address`` is kept."""
+    return "%s\n%s" % (provider.name, address)
 
 
 def _failed(chunk, reason: Reason, text: str) -> Dict[str, LookupResult]:
@@ -81,6 +87,7 @@ class FanOut:
                  timeout: float, max_hops: int, max_workers: int = 32,
                  local_username: Callable[[str], str] = str, *,
                  cache: Optional[AnswerCache] = None,
+                 pushed: Optional[PushedStore] = None,
                  max_parallel: int = DEFAULT_MAX_PARALLEL) -> None:
         self.local_domains = set(local_domains)
         #: Local part of an address -> Radicale user name (the admin's
@@ -94,6 +101,8 @@ class FanOut:
         self.timeout = timeout
         self.max_hops = max_hops
         self.cache = cache if cache is not None else MemoryAnswerCache()
+        #: What peers pushed to us: answers before the cache and the peer.
+        self.pushed = pushed if pushed is not None else MemoryPushedStore()
         #: One pool per provider: a hanging system holds only its own
         #: threads, never those the other providers' calls need.
         self._pools = {}
@@ -145,6 +154,11 @@ class FanOut:
                     results[address] = LookupResult.failed(
                         Reason.NO_DATA, "%s was not asked: the request has "
                         "already passed %d gateways" % (target.name, hops))
+                    continue
+                pushed = self.pushed.get(pushed_key(target, bare),
+                                         window.start, window.end)
+                if pushed is not None:
+                    results[address] = LookupResult.busy(pushed, window)
                     continue
                 cached = self.cache.get(cache_key(target, bare, requester),
                                         window.start, window.end)

@@ -96,13 +96,23 @@ class Provider:
         raise NotImplementedError
 
     def publish(self, address: str, periods: List[Period],
-                window: Window, context: LookupContext) -> None:
-        """Push local free/busy to the foreign side, where it wants that."""
+                window: Window, context: LookupContext,
+                stamp: datetime.datetime) -> None:
+        """Push local free/busy to the foreign side, where it wants that.
+
+        ``periods`` is local user ``address``'s busy time over ``window``;
+        ``stamp`` the time of the change it reflects (the DTSTAMP to send:
+        a repeat carries the same one).  Return when the foreign side has
+        taken it; raise ProviderError (or anything) when not: the push
+        is retried later."""
         raise NotImplementedError("%s does not take pushed free/busy" %
                                   type(self).__name__)
 
     @property
     def can_publish(self) -> bool:
+        """Does this provider push free/busy out (its type implements
+        ``publish`` and, where the type needs one, its section configures
+        where to)?  A type may override this to check its own keys."""
         return type(self).publish is not Provider.publish
 
 
