@@ -26,15 +26,15 @@ test CA) and stops with ``close()``.
 
 import base64
 import datetime
-import json
 import threading
 import time
 import urllib.parse
 import zoneinfo
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from emulators.tls import HttpsServer, Pki
+# Shared with the Zonio emulator (candidates for emulators/__init__.py).
+from emulators.zonio_server import JsonHandler, Overlap
 
 UTC = datetime.timezone.utc
 PATH = "/api/freebusy/busytime"
@@ -68,31 +68,6 @@ class Recorded:
         self.time = time.monotonic()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner = None
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.owner.handle(self)
-
-    def send(self, status: int, body, content_type: str = "application/json",
-             headers: Optional[Dict[str, str]] = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 class DominoServer:
     """DAS freebusy for ``people`` (name -> busy (start, end) in UTC)."""
 
@@ -113,12 +88,10 @@ class DominoServer:
         self.local_zone: Optional[str] = None
         self.script: Dict[str, list] = {}
         self.requests: List[Recorded] = []
-        #: the most requests being answered at the same moment
-        self.peak = 0
-        self._running = 0
+        self.overlap = Overlap()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context())
         self.base = self.server.base
         self.url = self.base + "/api/freebusy"
@@ -130,6 +103,11 @@ class DominoServer:
     def statuses(self) -> List[int]:
         return [r.status for r in self.requests]
 
+    @property
+    def peak(self) -> int:
+        """The most requests answered at the same moment."""
+        return self.overlap.peak
+
     def basic(self) -> str:
         """The Authorization header of the configured account."""
         return "Basic " + base64.b64encode(("%s:%s" % (
@@ -137,22 +115,17 @@ class DominoServer:
 
     # -- serving --------------------------------------------------------
 
-    def handle(self, handler: _Handler) -> None:
+    def handle(self, handler: JsonHandler) -> None:
         split = urllib.parse.urlsplit(handler.path)
         record = Recorded(split.path, urllib.parse.parse_qs(split.query),
                           dict(handler.headers))
         with self._lock:
             self.requests.append(record)
-            self._running += 1
-            self.peak = max(self.peak, self._running)
-        try:
+        with self.overlap:
             status, body, content_type, headers = self._answer(handler,
                                                                record)
             record.status = status
             handler.send(status, body, content_type, headers)
-        finally:
-            with self._lock:
-                self._running -= 1
 
     def _answer(self, handler, record: Recorded):
         if self.delay:

@@ -87,7 +87,10 @@ class Recorded:
             else None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """A GET goes to ``owner.handle(self)``; ``send`` writes one answer
+    (a dict or list as JSON, text as UTF-8) with its length."""
+
     protocol_version = "HTTP/1.1"
     owner = None
 
@@ -112,6 +115,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+class Overlap:
+    """``with overlap:`` around answering a request; ``peak`` is the most
+    requests that were being answered at the same moment."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._running += 1
+            self.peak = max(self.peak, self._running)
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._running -= 1
+
+
 class ZonioServer:
     """Zonio's free/busy for ``calendars`` (address -> intervals)."""
 
@@ -130,9 +152,7 @@ class ZonioServer:
         self.delay = delay
         self.script: Dict[str, list] = {}
         self.requests: List[Recorded] = []
-        #: the most requests being answered at the same moment
-        self.peak = 0
-        self._running = 0
+        self.overlap = Overlap()
         self._shared: deque = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -140,7 +160,7 @@ class ZonioServer:
         context.verify_mode = ssl.CERT_REQUIRED if require_cert \
             else ssl.CERT_OPTIONAL
         pki.ca.configure_trust(context)
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonHandler,), {"owner": self})
         self.server = HttpsServer(handler, context)
         self.base = self.server.base
         self.url = self.base + "/freebusy"
@@ -152,9 +172,14 @@ class ZonioServer:
     def statuses(self) -> List[int]:
         return [r.status for r in self.requests]
 
+    @property
+    def peak(self) -> int:
+        """The most requests answered at the same moment."""
+        return self.overlap.peak
+
     # -- serving --------------------------------------------------------
 
-    def handle(self, handler: _Handler) -> None:
+    def handle(self, handler: JsonHandler) -> None:
         raw_path, _, query = handler.path.partition("?")
         peer = handler.connection.getpeercert()
         subject = dict(x[0] for x in peer["subject"]) if peer else {}
@@ -165,16 +190,11 @@ class ZonioServer:
                           name)
         with self._lock:
             self.requests.append(record)
-            self._running += 1
-            self.peak = max(self.peak, self._running)
-        try:
+        with self.overlap:
             status, body, content_type, headers = self._answer(handler,
                                                                record)
             record.status = status
             handler.send(status, body, content_type, headers)
-        finally:
-            with self._lock:
-                self._running -= 1
 
     def _answer(self, handler, record: Recorded):
         text = "text/plain; charset=utf-8"
