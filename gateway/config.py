@@ -218,7 +218,7 @@ PROVIDER_SCHEMA: Dict[str, Option] = {
                         "from {authority}/{tenant}/oauth2/v2.0/token."),
     "scope": Option(str, "", "auth = oauth2 or google: scope asked for; "
                     "default per type (Graph's .default, Google's "
-                    "calendar.readonly)."),
+                    "calendar.freebusy)."),
     "service_account_file": Option(str, "", "auth = google: the service "
                                    "account's JSON key file."),
     "subject": Option(str, "", "auth = google: the user the service "

@@ -43,6 +43,15 @@ def freebusy_component_periods(component: icalendar.cal.Component,
     return periods
 
 
+def _whole_second_after(moment: datetime.datetime) -> datetime.datetime:
+    """iCalendar has whole seconds: an end is rounded up, never freer
+    than the source said."""
+    if moment.microsecond:
+        return moment + datetime.timedelta(
+            microseconds=1_000_000 - moment.microsecond)
+    return moment
+
+
 def render(periods: Iterable[Period], window: Window, *,
            method: Optional[str] = None, uid: Optional[str] = None,
            organizer=None, attendee=None,
@@ -67,7 +76,8 @@ def render(periods: Iterable[Period], window: Window, *,
     if method:
         lines.append("METHOD:" + method)
     body = "".join("FREEBUSY;FBTYPE=%s:%s/%s\r\n" % (
-        p.fbtype, timezones.format_utc(p.start), timezones.format_utc(p.end))
+        p.fbtype, timezones.format_utc(p.start),
+        timezones.format_utc(_whole_second_after(p.end)))
         for p in periods)
     return ("\r\n".join(lines) + "\r\n" + head + body +
             "END:VFREEBUSY\r\nEND:VCALENDAR\r\n")
