@@ -22,7 +22,6 @@ which is not rate-limited; without one, calls go to the shared pool.
 
 import datetime
 import json
-import re
 import urllib.parse
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
@@ -31,8 +30,6 @@ from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
 from gateway.provider import Provider as BaseProvider
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-#: The status line in the transport's RateLimited text ("... answered 503").
-_ANSWERED = re.compile(r"\banswered (\d{3})\b")
 
 
 def _seconds(moment: datetime.datetime) -> str:
@@ -91,16 +88,6 @@ def busy_periods(answer) -> list:
         [Period(s, e, BUSY_UNAVAILABLE) for s, e in spans["other"]]
 
 
-def _status_of(error: RateLimited):
-    """The HTTP status behind the transport's RateLimited (429 or 503),
-    None for a remembered pause."""
-    status = getattr(error, "status", None)
-    if status is None:
-        match = _ANSWERED.search(error.detail or "")
-        status = int(match.group(1)) if match else None
-    return status
-
-
 class Provider(BaseProvider):
     """One GET per address; the fan-out runs them in parallel, at most
     ``max_parallel`` at once."""
@@ -127,7 +114,7 @@ class Provider(BaseProvider):
                 params={"start": _seconds(window.start),
                         "end": _seconds(window.end)})
         except RateLimited as e:
-            if _status_of(e) == 503:
+            if e.status == 503:
                 raise ProviderError(Reason.TIMED_OUT, e.detail + " (Zonio "
                                     "timed out reading the calendar)") \
                     from None

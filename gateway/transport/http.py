@@ -461,7 +461,8 @@ class HttpClient:
                     urllib.parse.urlsplit(url).netloc, response.status,
                     "" if delay is None else
                     ", Retry-After %.3g s beyond the deadline" % delay
-                    if delay >= left else ", still after retries"))
+                    if delay >= left else ", still after retries"),
+                    status=response.status)
             logger.info("%s answered %d; retrying after %.3g s", url,
                         response.status, delay)
             time.sleep(delay)

@@ -42,12 +42,15 @@ class RateLimited(ProviderError):
     """The foreign side said 429/503 with Retry-After beyond our deadline."""
 
     def __init__(self, retry_after: Optional[float], detail: str = "",
-                 public: str = "") -> None:
+                 public: str = "", status: Optional[int] = None) -> None:
         super().__init__(Reason.RATE_LIMITED, detail or (
             "rate limited, retry after %s s" % retry_after), public or (
             "is throttling requests" if retry_after is None else
             "is throttling requests (retry after %.0f s)" % retry_after))
         self.retry_after = retry_after
+        #: the HTTP status that asked for the pause (429, 503); None for a
+        #: pause read from a body or remembered from an earlier answer
+        self.status = status
 
 
 class LookupContext:
