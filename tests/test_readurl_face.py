@@ -131,6 +131,11 @@ def test_address_forms(gateway, target):
      "20260105T000000Z", "20260106T120000Z"),
     ("start=2026-01-05T00:00:00Z",
      "20260105T000000Z", "20260216T000000Z"),          # 42 days
+    # Kolab's parameters.
+    ("dtstart=20260105T000000Z&dtend=20260109T000000Z",
+     "20260105T000000Z", "20260109T000000Z"),
+    ("dtstart=20260105T000000Z&period=P1D",
+     "20260105T000000Z", "20260106T000000Z"),
     ("start=2026-01-05T00:00:00Z&period=P%dD" % MAX_DAYS,
      "20260105T000000Z", "20260415T000000Z"),
 ])
@@ -212,6 +217,11 @@ def test_head_answers_like_get_without_a_body(gateway):
      "period"),
     ("start=2026-01-05T00:00:00Z&start=2026-01-06T00:00:00Z", "start"),
     ("start=%ff", "query"),
+    ("dtstart=2026-01-05T00:00:00Z", "dtstart"),
+    ("dtstart=20260105T000000Z&dtend=20260105", "dtend"),
+    ("start=2026-01-05T00:00:00Z&dtstart=20260105T000000Z", "dtstart"),
+    ("dtstart=20260105T000000Z&dtend=20260104T000000Z", "dtend"),
+    ("dtstart=17000105T000000Z&period=P1D", "dtstart"),
     ("x=" + "y" * 3000, "query"),
 ])
 def test_bad_parameters_are_400_naming_them(gateway, query, name):

@@ -8,7 +8,8 @@ templates and Kolab write it.
 
 Parameters (all optional): ``start`` and ``end`` in RFC 3339 (``Z`` or an
 offset; no date-only values), ``period`` an RFC 5545 duration instead of
-``end``, ``format`` (only ``text/calendar``: anything else is 406).  With
+``end``, ``format`` (only ``text/calendar``: anything else is 406); Kolab's
+``dtstart``/``dtend`` are read too.  With
 none the window is 42 days from the start of today (UTC), the CC/S 0903
 recommendation; a window past ``[gateway] max_window_days`` is 400.  A
 bad parameter is 400 and the text names it.
@@ -179,18 +180,39 @@ def parse_duration(name: str, text: str) -> datetime.timedelta:
     return value
 
 
+def _kolab_time(name: str, text: str) -> datetime.datetime:
+    try:
+        return timezones.parse_utc(text)
+    except ValueError:
+        raise BadParameter(name, "%r is not a UTC date-time like "
+                           "20261201T000000Z" % text[:64]) from None
+
+
 def window_of(params: Dict[str, str], now: datetime.datetime,
               max_days: int) -> Window:
-    """The window ``start``/``end``/``period`` ask for, defaults filled."""
+    """The window ``start``/``end``/``period`` ask for, defaults filled.
+    Kolab's ``dtstart``/``dtend`` (iCalendar UTC form) are read as
+    ``start``/``end``, so its clients get the window they asked for, and
+    errors name the parameter the client sent."""
+    names = {"start": "start", "end": "end"}
+    params = dict(params)
+    for ours, kolab in (("start", "dtstart"), ("end", "dtend")):
+        if kolab in params:
+            if ours in params:
+                raise BadParameter(kolab, "give %s or %s, not both" % (
+                    ours, kolab))
+            names[ours] = kolab
+            params[ours] = _kolab_time(kolab, params.pop(kolab))
     if "end" in params and "period" in params:
-        raise BadParameter("period", "give end or period, not both")
+        raise BadParameter("period", "give %s or period, not both" %
+                           names["end"])
     if "start" in params:
-        start = parse_time("start", params["start"])
+        start = _time("start", params["start"])
     else:
         start = now.astimezone(timezones.UTC).replace(
             hour=0, minute=0, second=0, microsecond=0)
     if "end" in params:
-        name, end = "end", parse_time("end", params["end"])
+        name, end = names["end"], _time("end", params["end"])
     else:
         name = "period"
         length = parse_duration("period", params["period"]) \
@@ -203,16 +225,21 @@ def window_of(params: Dict[str, str], now: datetime.datetime,
         except OverflowError:
             raise BadParameter("period", "ends past the year 3000") from None
     if end <= start:
-        raise BadParameter(name, "must be after start (%s)" % (
-            start.strftime("%Y-%m-%dT%H:%M:%SZ")))
+        raise BadParameter(name, "must be after %s (%s)" % (
+            names["start"], start.strftime("%Y-%m-%dT%H:%M:%SZ")))
     if end - start > datetime.timedelta(days=max_days):
         raise BadParameter(name, "the window is longer than %d days, the "
                            "longest served" % max_days)
     try:
         return Window.checked(start, end, max_days)
     except ValueError as e:
-        raise BadParameter("start" if start < FIRST_ANSWERED else name,
-                           str(e)) from None
+        raise BadParameter(names["start"] if start < FIRST_ANSWERED
+                           else name, str(e)) from None
+
+
+def _time(name: str, value) -> datetime.datetime:
+    return value if isinstance(value, datetime.datetime) else \
+        parse_time(name, value)
 
 
 def _is_calendar(media_type: str) -> bool:
