@@ -276,13 +276,13 @@ def hours_of_availability(text: str) -> Optional[WorkingHours]:
     """The weekly pattern of a VAVAILABILITY as working hours: its weekly
     AVAILABLE blocks, grouped by time of day and zone, the group covering
     the most weekdays; None when it has no such block."""
-    try:
-        calendar = icalendar.Calendar.from_ical(text)
-    except ValueError:
-        return None
     groups: Dict[tuple, set] = {}
-    for available in calendar.walk("AVAILABLE"):
-        found = _weekly_block(available)
+    try:
+        blocks = [_weekly_block(available) for available in
+                  icalendar.Calendar.from_ical(text).walk("AVAILABLE")]
+    except Exception:  # icalendar and mixed date kinds raise many kinds
+        return None
+    for found in blocks:
         if found is not None:
             key, days = found
             groups.setdefault(key, set()).update(days)
