@@ -464,7 +464,7 @@ def test_openapi_document_describes_the_json_routes(gateway):
     document = response.json()
     assert document["openapi"].startswith("3.")
     assert {OWN, ME, "/v1.0/users/{id}/calendar/getSchedule",
-            "/.freebusy/findMeetingTimes",
+            "/.freebusy/findMeetingTimes", "/v1.0/me/findMeetingTimes",
             "/.freebusy/openapi.json"} <= set(document["paths"])
     # The request schema accepts what the face accepts.
     openapi = openapi_of(gateway)

@@ -46,7 +46,8 @@ def throttling_peer():
 def gateway(tmp_path_factory, peer, throttling_peer):
     gateway = Gateway(
         tmp_path_factory.mktemp("readurl"),
-        {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"},
+        {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw",
+         "viewer": "viewer-pw", "getschedule": "getschedule-pw"},
         "example.com",
         "max_window_days = %d\n[provider:fb]\ntype = ifb\n"
         "domains = fb.example.net\nurl = %s\nwindow_params = calconnect\n"
@@ -65,6 +66,9 @@ def gateway(tmp_path_factory, peer, throttling_peer):
             "STATUS:TENTATIVE\r\n"), "alice")
         gateway.put(gateway.mkcalendar("carol", "work") + "1.ics", event(
             "c1", "20260105T090000Z", "20260105T100000Z"), "carol")
+        for user in ("viewer", "getschedule"):
+            gateway.request("PROPFIND", "/%s/" % user, user=user,
+                            headers={"Depth": "0"})
         opted = gateway.proppatch(
             "/carol/", '<G:freebusy-opt-out xmlns:G="urn:freebusy-gateway">'
             'true</G:freebusy-opt-out>', "carol")
@@ -179,6 +183,15 @@ def test_outlook_style_request_without_accept(gateway):
     assert response.getheader("Content-Type").startswith("text/calendar")
     start, end = window_of(body)
     assert end - start == datetime.timedelta(days=42)
+
+
+@pytest.mark.parametrize("user", ["viewer", "getschedule"])
+def test_users_named_like_other_routes_are_served(gateway, user):
+    """/.freebusy/view and /.freebusy/getSchedule are other faces; a user
+    whose name merely starts with one of those words is still a user."""
+    text = calendar_answer(get(gateway, "%s@example.com?%s" % (user,
+                                                             WINDOW)))
+    assert periods_of(text) == {}
 
 
 def test_head_answers_like_get_without_a_body(gateway):

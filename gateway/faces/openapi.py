@@ -2,8 +2,9 @@
 
 The document is data here (a Python literal, so it installs with the
 package and needs no file lookup): getSchedule at its three paths,
-findMeetingTimes (another face answers it; its shapes are Graph's and are
-described here so there is one document), and this route itself.  The
+findMeetingTimes at its two (gateway.faces.finder answers them; their
+shapes are Graph's and are described here so there is one document),
+and this route itself.  The
 tests validate every answer of the JSON routes, errors included, against
 it, so it cannot drift from what the gateway does.
 """
@@ -101,6 +102,27 @@ def _get_schedule(operation_id: str, parameters=()) -> dict:
         },
         "options": dict(_PREFLIGHT, operationId=operation_id + "Preflight",
                         parameters=list(parameters)),
+    }
+
+
+def _find_meeting_times(operation_id: str) -> dict:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": "Ranked meeting slots, as Graph's findMeetingTimes",
+            "description": "The caller is the organizer.  activityDomain "
+            "work (the default) keeps to each attendee's working hours; "
+            "unrestricted ignores them.",
+            "parameters": [_PREFER],
+            "requestBody": {"required": True, "content": {
+                "application/json": {
+                    "schema": _ref("FindMeetingTimesRequest")}}},
+            "responses": dict(_COMMON_ERRORS, **{"200": dict(_json_body(
+                _ref("MeetingTimeSuggestionsResult"),
+                "Suggestions, or none with emptySuggestionsReason."),
+                headers=_CORS_HEADERS)}),
+        },
+        "options": dict(_PREFLIGHT, operationId=operation_id + "Preflight"),
     }
 
 
@@ -274,21 +296,10 @@ DOCUMENT = {
         "/v1.0/me/calendar/getSchedule": _get_schedule("meGetSchedule"),
         "/v1.0/users/{id}/calendar/getSchedule": _get_schedule(
             "userGetSchedule", [_ID]),
-        "/.freebusy/findMeetingTimes": {"post": {
-            "operationId": "findMeetingTimes",
-            "summary": "Ranked meeting slots, as Graph's findMeetingTimes",
-            "description": "The caller is the organizer.  activityDomain "
-            "work (the default) keeps to each attendee's working hours; "
-            "unrestricted ignores them.",
-            "parameters": [_PREFER],
-            "requestBody": {"required": True, "content": {
-                "application/json": {
-                    "schema": _ref("FindMeetingTimesRequest")}}},
-            "responses": dict(_COMMON_ERRORS, **{"200": dict(_json_body(
-                _ref("MeetingTimeSuggestionsResult"),
-                "Suggestions, or none with emptySuggestionsReason."),
-                headers=_CORS_HEADERS)}),
-        }},
+        "/.freebusy/findMeetingTimes": _find_meeting_times(
+            "findMeetingTimes"),
+        "/v1.0/me/findMeetingTimes": _find_meeting_times(
+            "meFindMeetingTimes"),
         PATH: {
             "get": {
                 "operationId": "openapi",
