@@ -475,3 +475,26 @@ def test_openapi_document_describes_the_json_routes(gateway):
         sent = requests.Request("POST", gateway.url + OWN, json=body,
                                 auth=("bob", "bob-pw")).prepare()
         openapi.validate_request(RequestsOpenAPIRequest(sent))
+
+
+@pytest.mark.parametrize("path", ["/.freebusy/findMeetingTimes",
+                                  "/v1.0/me/findMeetingTimes"])
+def test_find_meeting_times_answers_match_the_document(gateway, path):
+    """The finder face's answers, good and bad, fit the shapes described
+    here, so one document serves both faces."""
+    good = post(gateway, {
+        "attendees": [{"type": "required",
+                       "emailAddress": {"address": "alice@example.com"}}],
+        "timeConstraint": {"activityDomain": "unrestricted", "timeslots": [{
+            "start": MONDAY["startTime"], "end": MONDAY["endTime"]}]},
+        "meetingDuration": "PT1H"}, path=path, headers={"Origin": ORIGIN})
+    assert good.status_code == 200, good.text
+    assert good.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert post(gateway, {"meetingDuration": "soon"},
+                path=path).status_code == 400
+    assert post(gateway, {}, path=path, user=None).status_code == 401
+    preflight = checked(gateway, requests.options(
+        gateway.url + path, headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+        timeout=30))
+    assert preflight.status_code == 204
