@@ -118,12 +118,11 @@ def window_of(args, max_days: int, default_days: int) -> Window:
 def address_argument(text: str) -> str:
     """``alice@example.com`` or ``mailto:alice@example.com`` -> the bare
     address; anything else is a usage error."""
+    from gateway.addresses import bare_address
     bare = text.strip()
     if bare[:7].lower() == "mailto:":
         bare = bare[7:]
-    local, at, domain = bare.rpartition("@")
-    if not at or not local or not domain or any(
-            c.isspace() or c in "/\\?#" for c in bare):
+    if bare_address("mailto:" + bare) is None:
         raise argparse.ArgumentTypeError(
             "not an address: %r (user@domain)" % text)
     return bare
@@ -167,6 +166,28 @@ def add_commands(commands) -> None:
                        default="grid", help="a text grid (default), one "
                        "iCalendar file, or JSON")
     query.set_defaults(run=run_query, parser=query)
+
+    find = commands.add_parser(
+        "find", help="the best meeting slots for attendees",
+        description="The best slots for a meeting of --duration, as "
+        "findMeetingTimes ranks them, asked in this process as the admin.")
+    _window_arguments(find, FIND_DAYS)
+    find.add_argument("--duration", required=True,
+                      help="the meeting's length: PT1H, PT30M, P1D")
+    find.add_argument("--optional", metavar="ADDRESS", action="append",
+                      default=[], type=address_argument,
+                      help="an optional attendee (repeatable)")
+    find.add_argument("--unrestricted", action="store_true",
+                      help="any hour, not only working hours")
+    find.add_argument("--max-candidates", type=int, default=10,
+                      help="how many slots at most (default 10)")
+    find.add_argument("--minimum", type=float, default=50.0,
+                      help="least confidence of a slot, in percent "
+                      "(default 50, as Graph's minimumAttendeePercentage)")
+    find.add_argument("--format", choices=("text", "json"), default="text",
+                      help="lines of text (default) or the "
+                      "findMeetingTimes JSON answer")
+    find.set_defaults(run=run_find, parser=find)
 
     check = commands.add_parser(
         "check", help="check-config, then ask every provider one question",
@@ -421,14 +442,17 @@ def render_grid(rows: Sequence[Tuple[str, LookupResult]], window: Window,
     return "\n".join(lines) + "\n"
 
 
-def _lookup_arguments(args, parser, default_days: int):
+def _lookup_arguments(args, parser, default_days: int,
+                      max_days: Optional[int] = None):
     """(config, window) of a query or find, or a usage error (exit 2)."""
     _setup_logging(args.verbose)
+    args.zone_given = args.tz is not None
     if args.tz is None:
         args.tz = local_zone()
     gateway_config = config.load(args.config)
+    longest = gateway_config.gateway["max_window_days"]
     try:
-        window = window_of(args, gateway_config.gateway["max_window_days"],
+        window = window_of(args, min(longest, max_days or longest),
                            default_days)
     except ValueError as e:
         parser.error(str(e))
@@ -452,6 +476,119 @@ def run_query(args, parser) -> int:
         sys.stdout.write(render_grid(rows, window, args.tz,
                                      use_colour(sys.stdout)))
     return EXIT_OK if all(r.ok for _, r in rows) else EXIT_FAILED
+
+
+# -- find ----------------------------------------------------------------
+
+def _length(duration: datetime.timedelta) -> str:
+    """``1 h 30 min``."""
+    minutes = int(duration.total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [("%d d" % days) if days else "", ("%d h" % hours) if hours
+             else "", ("%d min" % minutes) if minutes else ""]
+    return " ".join(p for p in parts if p) or "%s" % duration
+
+
+def render_slots(found, attendees, results, window: Window,
+                 duration: datetime.timedelta, zone: datetime.tzinfo,
+                 working: bool, reason: str) -> str:
+    """The slots as lines of text, best first, each attendee's state in
+    it; then the attendees who could not be looked up."""
+    def local(moment, form="%H:%M"):
+        return moment.astimezone(zone).strftime(form)
+    lines = ["Best slots for %s between %s and %s (%s):" % (
+        _length(duration), local(window.start, "%Y-%m-%d %H:%M %Z"),
+        local(window.end, "%Y-%m-%d %H:%M %Z"),
+        "working hours" if working else "any hour")]
+    for order, suggestion in enumerate(found, 1):
+        lines.append("%3d. %s-%s %s %4.0f%%  %s" % (
+            order, local(suggestion.start, "%a %Y-%m-%d %H:%M"),
+            local(suggestion.end), local(suggestion.start, "%Z"),
+            suggestion.confidence, ", ".join(
+                "%s %s" % (address, suggestion.states[key])
+                for key, address, _ in attendees)))
+    if not found:
+        lines.append("  none (%s)" % reason)
+    failed = [(address, results[address]) for _, address, _ in attendees
+              if not results[address].ok]
+    if failed:
+        lines.append("Could not be looked up (unknown in every slot):")
+        lines.extend("  %s: %s %s" % ((address,) + status_of(result))
+                     for address, result in failed)
+    return "\n".join(lines) + "\n"
+
+
+def run_find(args, parser) -> int:
+    from gateway.addresses import bare_address
+    from gateway.engine import finder
+    from gateway.faces import finder as finder_face
+    from gateway.faces import graphjson
+    gateway_config, window = _lookup_arguments(
+        args, parser, FIND_DAYS, finder_face.MAX_DAYS)
+    try:
+        duration = graphjson.parse_duration(args.duration, "--duration")
+    except graphjson.GraphError as e:
+        parser.error(e.message)
+    if duration > window.end - window.start:
+        parser.error("--duration %s is longer than the window" %
+                     args.duration)
+    if args.max_candidates < 1:
+        parser.error("--max-candidates must be at least 1")
+    if not 0 <= args.minimum <= 100:
+        parser.error("--minimum must be between 0 and 100")
+    # One attendee per person (the finder's key: the address without
+    # case), required when named as required anywhere; required first.
+    people: Dict[str, Tuple[str, bool]] = {}
+    for address, required in [(a, True) for a in args.addresses] + \
+            [(a, False) for a in args.optional]:
+        people.setdefault(bare_address("mailto:" + address).lower(),
+                          (address, required))
+    attendees = [(key, address, required)
+                 for key, (address, required) in people.items()]
+    addresses = [address for _, address, _ in attendees]
+    lookup = AdminLookup(gateway_config)
+    try:
+        results = lookup.lookup(addresses, window)
+        found = finder.find_slots(
+            [finder.FinderAttendee(
+                key, required, results[address],
+                None if args.unrestricted else
+                finder_face.working_spans(lookup.app, address, window))
+             for key, address, required in attendees],
+            duration, window, max_candidates=args.max_candidates,
+            minimum_percentage=args.minimum)
+        question = finder_face.Question(
+            attendees=[finder_face.Attendee(address, "required" if required
+                                            else "optional")
+                       for _, address, required in attendees],
+            timeslots=[window], duration=duration, minimum=args.minimum,
+            max_candidates=args.max_candidates,
+            working=not args.unrestricted, organizer_optional=True,
+            reasons=False, location_required=False)
+        reason = "" if found else finder_face.empty_reason(
+            [finder_face.Party(key, address, "required" if required
+                               else "optional", results[address])
+             for key, address, required in attendees],
+            None, question, lookup.app, None)
+    except ValueError as e:     # a step too fine for the window
+        parser.error(str(e))
+    finally:
+        lookup.close()
+    if args.format == "json":
+        zone_name, zone = ("UTC", UTC)
+        if args.zone_given and args.tz is not UTC:
+            zone_name, zone = args.tz.key, args.tz
+        answer = finder_face.answer_of(found, question, None, zone_name,
+                                       zone, "", reason)
+        # Its OData context names a server URL; there is none here.
+        answer.pop("@odata.context", None)
+        sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_slots(found, attendees, results, window,
+                                      duration, args.tz,
+                                      not args.unrestricted, reason))
+    return EXIT_OK if found else EXIT_FAILED
 
 
 # -- check ---------------------------------------------------------------

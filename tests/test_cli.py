@@ -321,6 +321,83 @@ def test_a_bad_config_is_one_line_and_exit_2(tmp_path):
         assert "timeout" in result.stderr and "never" in result.stderr
 
 
+# -- find ----------------------------------------------------------------
+
+MONDAY = ["--start", "2026-12-07T09:00:00Z", "--end", "2026-12-07T17:00:00Z",
+          "--tz", "UTC"]
+
+
+def test_find_json_is_the_findmeetingtimes_answer(site):
+    """Alice is busy 09-10, carol 10-11:30: the first hour all three are
+    free is 11:30; dave (credentials refused) is unknown, never free."""
+    result = run("find", "--config", str(site.config_path), "--duration",
+                 "PT1H", "--max-candidates", "3", "--format", "json",
+                 "--optional", "dave@corp.example", *MONDAY,
+                 "alice@example.com", "bob@example.com",
+                 "carol@partner.example")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["emptySuggestionsReason"] == ""
+    slots = answer["meetingTimeSuggestions"]
+    assert [s["meetingTimeSlot"]["start"] for s in slots] == [
+        {"dateTime": "2026-12-07T%s:00.0000000" % t, "timeZone": "UTC"}
+        for t in ("11:30", "12:30", "13:30")]
+    assert slots[0]["meetingTimeSlot"]["end"]["dateTime"] == \
+        "2026-12-07T12:30:00.0000000"
+    assert [(a["attendee"]["emailAddress"]["address"], a["attendee"]["type"],
+             a["availability"]) for a in slots[0]["attendeeAvailability"]] \
+        == [("alice@example.com", "required", "free"),
+            ("bob@example.com", "required", "free"),
+            ("carol@partner.example", "required", "free"),
+            ("dave@corp.example", "optional", "unknown")]
+    assert slots[0]["confidence"] == pytest.approx(87.25)
+
+
+def test_find_keeps_to_working_hours_unless_unrestricted(site):
+    args = ["find", "--config", str(site.config_path), "--duration", "PT1H",
+            "--start", "2026-12-07", "--end", "2026-12-08", "--tz", "UTC",
+            "--max-candidates", "1", "alice@example.com"]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1] == \
+        "  1. Mon 2026-12-07 10:00-11:00 UTC  100%  alice@example.com free"
+    # named again as optional: still one required attendee
+    result = run(*args, "--optional", "Alice@EXAMPLE.com")
+    assert result.stdout.splitlines()[1].endswith("  alice@example.com free")
+    result = run(*args, "--unrestricted")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].startswith(
+        "  1. Mon 2026-12-07 00:00-01:00 UTC")
+
+
+def test_find_without_a_slot_says_why_and_exits_1(site):
+    result = run("find", "--config", str(site.config_path), "--duration",
+                 "PT1H", "--format", "json", "--start",
+                 "2026-12-07T09:00:00Z", "--end", "2026-12-07T10:00:00Z",
+                 "alice@example.com")
+    assert result.returncode == 1, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["meetingTimeSuggestions"] == []
+    assert answer["emptySuggestionsReason"] == "attendeesUnavailable"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--duration", "an hour"], ["--duration", "ISO 8601"]),
+    (["--duration", "P2D"], ["longer than the window"]),
+    (["--duration", "PT1H", "--minimum", "120"], ["--minimum"]),
+    (["--duration", "PT1H", "--start", "2026-01-01", "--end",
+      "2026-06-01"], ["longer than 62 days"]),
+])
+def test_find_bad_arguments_exit_2(site, args, words):
+    result = run("find", "--config", str(site.config_path), *MONDAY[:4],
+                 *args, "alice@example.com")
+    assert result.returncode == 2, result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fbgateway find: error:"), result.stderr
+    for word in words:
+        assert word in last, last
+
+
 # -- check ---------------------------------------------------------------
 
 def test_check_reports_each_provider(site):
