@@ -22,6 +22,7 @@ import requests
 from conftest import ROOT, Gateway, free_port, stop, write_gateway_files
 from emulators.caldav_outbox import ACCOUNT, CaldavPeer
 from emulators.ifb_peer import IfbPeer
+from emulators.webdav_freebusy import WebDavFolder
 from gateway.vfreebusy import freebusy_component_periods
 
 FBGATEWAY = str(ROOT / ".venv" / "bin" / "fbgateway")
@@ -271,6 +272,26 @@ def test_grid_has_colours_on_a_terminal_unless_no_color(site):
     code, output = on_terminal(args, env={"NO_COLOR": "1"})
     assert code == 0
     assert "\x1b[" not in output and "##" in output
+
+
+def test_query_publishes_nothing(site, servers):
+    """A provider that takes pushes makes a server publish every local
+    user at start; the admin's query, built from the same file, must
+    not: it only reads."""
+    folder = servers(WebDavFolder())
+    ini = site.config_path.read_text().replace(
+        "[provider:partner]",
+        "[provider:dav]\ntype = ifb\ndomains = dav.example\n"
+        "url = %s/fb/{address}.ifb\npublish_url = %s/fb/{address}.ifb\n\n"
+        "[provider:partner]" % (folder.base, folder.base))
+    # beside the site's file: the same users, rights and storage
+    path = site.directory / "publishing.ini"
+    path.write_text(ini)
+    result = run("query", "--config", str(path), *WINDOW,
+                 "erin@slow.example", "alice@example.com")
+    assert result.returncode == 1, result.stderr   # erin's 1 s time-out
+    time.sleep(0.5)
+    assert folder.attempts == []
 
 
 @pytest.mark.parametrize("args,words", [
