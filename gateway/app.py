@@ -26,13 +26,14 @@ from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
-from gateway.faces import access, push, report, scheduling
+from gateway.faces import (access, finder, graphapi, openapi, push, readurl,
+                           report, scheduling)
 from gateway.engine.fanout import FanOut
 from gateway.engine.push import PushWorker
 from gateway.model import LookupResult, Reason
 from gateway.state import SqlitePushQueue
 from gateway.transport import auth
-from gateway.transport.http import HOPS_HEADER, HttpClient
+from gateway.transport.http import HttpClient
 from gateway.engine.calendar_object import Limits
 from gateway.engine.local import (AVAILABILITY_KEY, TIMEZONE_KEY,
                            LocalEngine)
@@ -120,7 +121,7 @@ def _login_first(method):
 #: scheduling face (gateway.faces.scheduling) is different: it adds to
 #: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
 #: in the methods below.
-FACES = (report, push)
+FACES = (report, push, readurl, graphapi, openapi, finder)
 
 
 def _route_first(method_name: str, radicale_method):
@@ -535,7 +536,7 @@ class GatewayApplication(radicale.Application):
         results = self.fanout.lookup(
             [str(a).strip() for a in attendees], request.window,
             requester=user, requester_groups=user_groups,
-            hops=_incoming_hops(environ))
+            hops=access.incoming_hops(environ))
         return 200, XML, scheduling.schedule_response(
             request, results, over_limit), None
 
@@ -552,15 +553,6 @@ def _credentials_problem(authorization: str) -> Optional[str]:
     if b":" not in decoded:
         return "malformed Basic credentials (no colon)"
     return None
-
-
-def _incoming_hops(environ) -> int:
-    """Hops a federated request has made so far (0 from a client)."""
-    raw = environ.get("HTTP_" + HOPS_HEADER.upper().replace("-", "_"), "0")
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        return 0
 
 
 def _refuse_on_boxes(method: str):

@@ -1,7 +1,10 @@
 """The faces: the formats the gateway answers free/busy questions in.
 
 Each face turns a request into a window and addresses, asks an engine, and
-renders the answer.  Faces import the model and engines, never each other.
+renders the answer.  Faces import the model and engines and the faces'
+shared helpers (access: the one access policy; cors; graphjson: Graph's
+JSON conventions; readurl's address and window parsing), never another
+face's handlers.
 
 A face tells the assembly what it answers by registering it, as Xandikos
 registers its reports by name: ``register(registry)`` in the face's module

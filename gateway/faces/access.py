@@ -22,6 +22,7 @@ from radicale import httputils
 
 from gateway.addresses import bare_address
 from gateway.model import LookupResult, Reason, Window
+from gateway.transport.http import HOPS_HEADER
 
 #: Callers whose request counts are kept at once; the least recently seen
 #: go first, so the table is bounded whatever the number of callers.
@@ -127,6 +128,16 @@ def lookup(app, caller: Caller, addresses: Sequence[str], window: Window,
             result = LookupResult.busy((), window)
         results[address] = result
     return results
+
+
+def incoming_hops(environ) -> int:
+    """Gateways a federated request has passed (0 from a client), so a
+    peer that asks us about its own users cannot loop."""
+    raw = environ.get("HTTP_" + HOPS_HEADER.upper().replace("-", "_"), "0")
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
 
 
 def is_local(app, address: str) -> bool:

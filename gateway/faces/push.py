@@ -14,23 +14,20 @@ sender crashed) is acknowledged and dropped.
 import datetime
 import logging
 import time
-import urllib.parse
 from http import client
 
 import icalendar
 from radicale import httputils
 
 from gateway import vfreebusy
-from gateway.addresses import bare_address
 from gateway.engine.fanout import pushed_key
+from gateway.faces import readurl
 from gateway.model import UTC, normalize
 from gateway.timezones import to_utc
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "/.freebusy/"
-#: The suffixes the read URL accepts after an address.
-SUFFIXES = (".ifb", ".vfb")
+PREFIX = readurl.PREFIX
 
 
 def register(registry) -> None:
@@ -40,15 +37,6 @@ def register(registry) -> None:
 def _text(status: int, text: str):
     return status, {"Content-Type": "text/plain; charset=utf-8"}, \
         text.encode("utf-8"), None
-
-
-def address_of(path: str) -> str:
-    """The address in ``/.freebusy/<address>[.ifb|.vfb]``."""
-    name = urllib.parse.unquote(path[len(PREFIX):])
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[:-len(suffix)]
-    return name
 
 
 def _stamp(body: bytes) -> datetime.datetime:
@@ -62,10 +50,10 @@ def _stamp(body: bytes) -> datetime.datetime:
 def receive(app, request):
     if not request.user:
         return httputils.NOT_ALLOWED        # 401 with WWW-Authenticate
-    bare = bare_address("mailto:" + address_of(request.path))
-    if bare is None:
-        return _text(client.BAD_REQUEST, "not an address: %r" % (
-            address_of(request.path)[:100],))
+    try:
+        bare = readurl.address_of(request.path)
+    except readurl.BadParameter as e:
+        return _text(client.BAD_REQUEST, str(e))
     kind, target = app.fanout.route("mailto:" + bare)
     if kind != "provider":
         return _text(client.FORBIDDEN, "%s is not served by a provider "

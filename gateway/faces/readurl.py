@@ -30,7 +30,6 @@ from gateway import timezones, vfreebusy
 from gateway.addresses import bare_address
 from gateway.faces import access
 from gateway.model import FIRST_ANSWERED, Reason, Window
-from gateway.transport.http import HOPS_HEADER
 
 PREFIX = "/.freebusy/"
 SUFFIXES = (".ifb", ".vfb")
@@ -86,8 +85,9 @@ def handle(app, request) -> tuple:
         return _text(406, "only %s is served, and Accept excludes it"
                      % CALENDAR)
     caller = access.Caller.of(request)
-    result = access.lookup(app, caller, ["mailto:" + address], window,
-                           hops=incoming_hops(environ))["mailto:" + address]
+    result = access.lookup(
+        app, caller, ["mailto:" + address], window,
+        hops=access.incoming_hops(environ))["mailto:" + address]
     if not result.ok:
         status = STATUS.get(result.failure, 503)
         if status == 403:
@@ -269,13 +269,3 @@ def accepts_calendar(accept: str) -> bool:
         if media_range in (CALENDAR, "text/*", "*/*") and quality > 0:
             return True
     return False
-
-
-def incoming_hops(environ) -> int:
-    """Gateways a federated request has passed (0 from a client), so a
-    peer that asks us about its own users cannot loop."""
-    raw = environ.get("HTTP_" + HOPS_HEADER.upper().replace("-", "_"), "0")
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        return 0
