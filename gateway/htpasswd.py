@@ -8,9 +8,12 @@ file, never half of one), every other line stays as it was, and a new file
 is readable by its owner only.
 """
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from typing import List
+import time
+from typing import Iterator, List
 
 import bcrypt
 
@@ -22,6 +25,8 @@ MAX_PASSWORD_BYTES = 72
 NEW_FILE_MODE = 0o600
 #: Largest htpasswd file read: thousands of users are far below this.
 MAX_FILE_BYTES = 16 << 20
+#: Longest wait for another ``passwd`` writing the same folder.
+LOCK_SECONDS = 10.0
 
 
 class PasswdError(ValueError):
@@ -72,6 +77,41 @@ def set_password(path: str, user: str, password: str) -> bool:
     in place of their line (later duplicates, which Radicale refuses, are
     dropped), or appended.  True when the user was already there."""
     new_line = bcrypt_line(user, password)
+    # A link (/etc/fbgateway/users -> ...) stays a link: its target is
+    # what gets replaced.
+    path = os.path.realpath(path)
+    with _folder_locked(os.path.dirname(path)):
+        return _set_line(path, user, new_line)
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: str) -> Iterator[None]:
+    """Two ``passwd`` runs on one file would each write the file they
+    read, and one user's new line would be lost: they take turns on a
+    lock of the file's folder (no lock file left behind), waiting at
+    most LOCK_SECONDS."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise PasswdError("cannot open %s: %s" % (folder, e.strerror)) \
+            from None
+    try:
+        deadline = time.monotonic() + LOCK_SECONDS
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PasswdError("%s is busy: another passwd is "
+                                      "writing there" % folder) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)    # releases the lock
+
+
+def _set_line(path: str, user: str, new_line: str) -> bool:
     lines = _read_lines(path)
     ending = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
     out: List[str] = []

@@ -520,6 +520,19 @@ def test_passwd_creates_a_file_only_its_owner_reads(tmp_path):
     assert list(tmp_path.iterdir()) == [users]      # no temporary left
 
 
+def test_passwd_through_a_link_replaces_its_target(tmp_path):
+    (tmp_path / "etc").mkdir()
+    target = tmp_path / "etc" / "users"
+    target.write_text("bob:bob-pw\n")
+    link = tmp_path / "users"
+    link.symlink_to(target)
+    result = run("passwd", str(link), "alice", "--stdin", input="pw-1\n")
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink()
+    lines = target.read_text().splitlines()
+    assert lines[0] == "bob:bob-pw" and lines[1].startswith("alice:$2b$")
+
+
 @pytest.mark.parametrize("user,password,code,words", [
     ("al:ice", "pw", 2, ["may not contain ':'"]),
     ("alice", "", 1, ["empty"]),
