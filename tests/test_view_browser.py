@@ -408,3 +408,24 @@ def test_addresses_that_start_with_view_are_read_urls(world):
     assert head.status_code == 200
     assert head.headers["Content-Type"].startswith("text/html")
 
+
+
+def test_anonymous_visitors_see_local_busy_time_only(gateway_factory):
+    """With anonymous free/busy on, the page needs no login and shows
+    local busy periods; an unknown local or a foreign address looks free
+    (no error that would tell it apart), as the access policy says."""
+    gateway = gateway_factory(users=USERS,
+                              extra="anonymous_freebusy = yes\n")
+    gateway.put(gateway.mkcalendar("bob", "work") + "1.ics", event(
+        "b1", stamp(at(0, 9)), stamp(at(0, 10))), "bob")
+    response = gateway.request("GET", "/.freebusy/view?" + query(
+        "bob@example.com", "ghost@example.com", "carol@corp.example",
+        start=MONDAY.isoformat(), days=1, tz="UTC"))
+    assert response.status_code == 200, response.text
+    assert response.text.count('data-fbtype="BUSY"') == 1
+    assert 'data-start="%s" data-end="%s" data-fbtype="BUSY"' % (
+        iso(at(0, 9)), iso(at(0, 10))) in response.text
+    assert "data-state=" not in response.text
+    for address in ("bob@example.com", "ghost@example.com",
+                    "carol@corp.example"):
+        assert 'data-attendee="%s"' % address in response.text
