@@ -1,7 +1,8 @@
 """Command line: ``fbgateway serve --config FILE`` and friends.
 
 ``serve``, ``check-config`` and ``config-help`` are here; the admin's
-tools (``query``, ``find``, ``check``, ``passwd``) are in gateway.cli.
+tools (``query``, ``find``, ``check``, ``passwd``) are in gateway.cli,
+``queue`` in gateway.cli_queue.
 """
 
 import argparse
@@ -9,7 +10,7 @@ import os
 import sys
 from typing import List, Optional
 
-from gateway import __version__, cli, config
+from gateway import __version__, cli, cli_queue, config
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -29,6 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
              "a server that is running)")
     commands.add_parser("config-help", help="print the gateway's ini keys")
     cli.add_commands(commands)
+    cli_queue.add_commands(commands)
     args = parser.parse_args(argv)
 
     if args.command == "config-help":
@@ -50,7 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.serve(gateway_config, load_providers(gateway_config))
     except config.ConfigError as e:
         print("fbgateway: configuration error: %s" % e, file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -13,10 +13,13 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
 
+from conftest import ROOT
 from emulators.ifb_peer import IfbPeer
 from emulators.webdav_freebusy import WebDavFolder
 from fbcheck import periods_of, schedule_response
@@ -331,3 +334,38 @@ def test_queue_retry_purge_and_coalescing_in_backoff(tmp_path):
         assert db.execute("SELECT COUNT(*) FROM push_items").fetchone() == (
             0,)
     assert json.dumps([])
+
+
+def fbgateway(*args):
+    return subprocess.run([sys.executable, "-m", "gateway", *args],
+                          cwd=str(ROOT), capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_the_admin_lists_retries_and_purges_the_queue(gateway_factory,
+                                                      servers):
+    folder = servers(WebDavFolder())
+    folder.script.extend([("status", 503)] * 3)
+    gateway = gateway_factory(extra=publishing(folder))
+    path = gateway.mkcalendar("alice", "cal")
+    gateway.put(path + "a.ics", event("a", 1, 9), "alice")
+    deadline = time.monotonic() + 20
+    while not folder.attempts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    config = str(gateway.config_path)
+    listed = fbgateway("queue", "list", "--config", config)
+    assert listed.returncode == 0, listed.stderr
+    line, = [x for x in listed.stdout.splitlines() if "alice" in x]
+    assert "alice -> dav" in line and "attempts=1" in line
+    assert "503" in line and "due in" in line
+    item = line.split()[0]
+    retried = fbgateway("queue", "retry", item, "--config", config)
+    assert retried.returncode == 0 and "1 item" in retried.stdout
+    assert fbgateway("queue", "retry", "x1", "--config", config
+                     ).returncode == 2
+    gateway.stop()
+    purged = fbgateway("queue", "purge", "--config", config)
+    assert purged.returncode == 0 and "purged" in purged.stdout
+    assert "0 waiting" in fbgateway("queue", "list", "--config",
+                                    config).stderr
