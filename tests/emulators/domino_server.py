@@ -32,9 +32,8 @@ import urllib.parse
 import zoneinfo
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from emulators import JsonHandler, Overlap
 from emulators.tls import HttpsServer, Pki
-# Shared with the Zonio emulator (candidates for emulators/__init__.py).
-from emulators.zonio_server import JsonHandler, Overlap
 
 UTC = datetime.timezone.utc
 PATH = "/api/freebusy/busytime"

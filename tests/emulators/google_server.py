@@ -36,13 +36,14 @@ import threading
 import time
 import urllib.parse
 import zoneinfo
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from emulators import JsonPostHandler
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
 PREFIX = "/calendar/v3"
+JSON_TYPE = "application/json; charset=UTF-8"
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?"
                       r"(Z|[+-]\d\d:\d\d)", re.I)
 UNAUTHENTICATED = (
@@ -112,37 +113,6 @@ class Recorded:
                 datetime.datetime.fromisoformat(self.body["timeMax"]))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner = None
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.owner.handle(self, self.rfile.read(length) if length else b"")
-
-    def do_GET(self) -> None:
-        self.owner.handle(self, None)
-
-    def send(self, status: int, body, content_type="application/json; "
-             "charset=UTF-8", headers: Optional[Dict[str, str]] = None
-             ) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body, indent=1)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Vary", "Origin, X-Origin, Referer")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 class GoogleServer:
     """Google Calendar's freeBusy for ``calendars`` (id -> Calendar)."""
 
@@ -170,7 +140,7 @@ class GoogleServer:
         self._first_seen: Dict[str, float] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonPostHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context())
         self.base = self.server.base
         self.url = self.base + PREFIX
@@ -193,7 +163,8 @@ class GoogleServer:
 
     # -- serving --------------------------------------------------------
 
-    def handle(self, handler: _Handler, raw: Optional[bytes]) -> None:
+    def handle(self, handler: JsonPostHandler) -> None:
+        raw = handler.body
         split = urllib.parse.urlsplit(handler.path)
         try:
             body = json.loads(raw) if raw else None
@@ -208,9 +179,13 @@ class GoogleServer:
             self.requests.append(Recorded(split.path, split.query,
                                           dict(handler.headers), body,
                                           status, answer, subject))
+        content_type = JSON_TYPE
         if isinstance(answer, tuple):       # (content type, bytes)
-            return handler.send(status, answer[1], answer[0], headers)
-        handler.send(status, answer, headers=headers)
+            content_type, answer = answer
+        elif isinstance(answer, (dict, list)):
+            answer = json.dumps(answer, indent=1)   # Google pretty-prints
+        handler.send(status, answer, content_type,
+                     {"Vary": "Origin, X-Origin, Referer", **headers})
 
     def _authenticate(self, handler):
         """(subject, None) for a live token, else (None, 401 answer)."""

@@ -39,9 +39,9 @@ import time
 import urllib.parse
 import uuid
 import zoneinfo
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, List, Optional
 
+from emulators import JsonPostHandler
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -134,36 +134,6 @@ def _parse_time(value) -> datetime.datetime:
     return moment.replace(tzinfo=tz(zone)).astimezone(UTC)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner = None
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.owner.handle(self, self.rfile.read(length) if length else b"")
-
-    def do_GET(self) -> None:
-        self.owner.handle(self, None)
-
-    def send(self, status: int, body, content_type="application/json",
-             headers: Optional[Dict[str, str]] = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("request-id", str(uuid.uuid4()))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def odata_error(code: str, message: str) -> Dict:
     return {"error": {"code": code, "message": message, "innerError": {
         "date": datetime.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -196,7 +166,7 @@ class GraphServer:
         self._first_seen: Dict[str, float] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonPostHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context())
         self.base = self.server.base
         self.url = self.base + "/v1.0"
@@ -211,7 +181,8 @@ class GraphServer:
 
     # -- serving --------------------------------------------------------
 
-    def handle(self, handler: _Handler, raw: Optional[bytes]) -> None:
+    def handle(self, handler: JsonPostHandler) -> None:
+        raw = handler.body
         path = urllib.parse.urlsplit(handler.path).path
         try:
             body = json.loads(raw) if raw else None
@@ -222,7 +193,8 @@ class GraphServer:
         with self._lock:
             self.requests.append(Recorded(path, dict(handler.headers), body,
                                           status))
-        handler.send(status, answer, content_type, headers)
+        handler.send(status, answer, content_type,
+                     {"request-id": str(uuid.uuid4()), **headers})
 
     def _answer(self, handler, path, raw, body):
         json_type = "application/json; odata.metadata=minimal; " \

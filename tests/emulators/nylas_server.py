@@ -32,9 +32,9 @@ import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from emulators import JsonPostHandler
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -84,35 +84,6 @@ class Recorded:
                 datetime.datetime.fromtimestamp(self.body["end_time"], UTC))
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner = None
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        self.owner.handle(self, self.rfile.read(length) if length else b"")
-
-    def do_GET(self) -> None:
-        self.owner.handle(self, None)
-
-    def send(self, status: int, body, content_type="application/json",
-             headers: Optional[Dict[str, str]] = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 class NylasServer:
     """Nylas's free-busy for ``people`` (email -> Person), reachable
     through the grants in ``grants`` with ``api_key``, or through
@@ -132,7 +103,7 @@ class NylasServer:
         self.requests: List[Recorded] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonPostHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context())
         self.base = self.server.base
         self.url = self.base + "/v3"
@@ -152,7 +123,8 @@ class NylasServer:
 
     # -- serving --------------------------------------------------------
 
-    def handle(self, handler: _Handler, raw: Optional[bytes]) -> None:
+    def handle(self, handler: JsonPostHandler) -> None:
+        raw = handler.body
         path = urllib.parse.urlsplit(handler.path).path
         try:
             body = json.loads(raw) if raw else None

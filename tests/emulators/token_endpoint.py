@@ -32,13 +32,13 @@ import secrets
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, List, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from emulators import JsonPostHandler
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -48,38 +48,6 @@ GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner = None  # set per server
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def send(self, status: int, body, content_type="application/json",
-             headers: Optional[Dict[str, str]] = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        self.owner.handle(self, "GET", b"")
-
-    def do_POST(self) -> None:
-        self.owner.handle(self, "POST", self._body())
 
 
 class Issued:
@@ -121,7 +89,7 @@ class IdentityProvider:
         self.discoveries = 0
         self.errors: List[str] = []
         self._lock = threading.Lock()
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonPostHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context())
         self.base = self.server.base
 
@@ -157,7 +125,8 @@ class IdentityProvider:
 
     # -- serving ------------------------------------------------------------
 
-    def handle(self, handler: _Handler, method: str, body: bytes) -> None:
+    def handle(self, handler: JsonPostHandler) -> None:
+        method, body = handler.command, handler.body or b""
         path = urllib.parse.urlsplit(handler.path).path
         tenant_prefix = "/%s/" % self.tenant
         if method == "GET" and path == tenant_prefix + \
@@ -271,7 +240,7 @@ class ProtectedResource:
         self.refuse_all = False
         #: (path, Authorization header, status) of every request
         self.requests: List[Tuple[str, str, int]] = []
-        handler = type("Handler", (_Handler,), {"owner": self})
+        handler = type("Handler", (JsonPostHandler,), {"owner": self})
         self.server = HttpsServer(handler, pki.server_context(
             require_client_cert))
         self.base = self.server.base
@@ -282,7 +251,7 @@ class ProtectedResource:
     def statuses(self) -> List[int]:
         return [status for _, _, status in self.requests]
 
-    def handle(self, handler: _Handler, method: str, body: bytes) -> None:
+    def handle(self, handler: JsonPostHandler) -> None:
         split = urllib.parse.urlsplit(handler.path)
         authorization = handler.headers.get("Authorization", "")
         token = authorization[7:] if authorization.startswith("Bearer ") \

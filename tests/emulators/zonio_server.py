@@ -29,7 +29,6 @@ server listens on 127.0.0.1 only and stops with ``close()``.
 """
 
 import datetime
-import json
 import math
 import re
 import ssl
@@ -37,9 +36,9 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 from typing import Dict, Iterable, List, Optional, Set
 
+from emulators import JsonHandler, Overlap
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -85,53 +84,6 @@ class Recorded:
             PREFIX) else None
         return urllib.parse.unquote(rest) if rest and "/" not in rest \
             else None
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    """A GET goes to ``owner.handle(self)``; ``send`` writes one answer
-    (a dict or list as JSON, text as UTF-8) with its length."""
-
-    protocol_version = "HTTP/1.1"
-    owner = None
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self.owner.handle(self)
-
-    def send(self, status: int, body, content_type: str = "application/json",
-             headers: Optional[Dict[str, str]] = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class Overlap:
-    """``with overlap:`` around answering a request; ``peak`` is the most
-    requests that were being answered at the same moment."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._running = 0
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._running += 1
-            self.peak = max(self.peak, self._running)
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._running -= 1
 
 
 class ZonioServer:
