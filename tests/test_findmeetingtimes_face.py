@@ -311,6 +311,9 @@ BAD = [
     ("63 days", body(BOB_CAROL, [slot("2026-12-07T09:00:00",
                                       "2027-02-08T09:00:00")]),
      "ErrorInvalidRequest"),
+    ("2 x 40 days", body(BOB_CAROL, [slot("2026-12-07T09:00:00",
+                                          "2027-01-16T09:00:00")] * 2),
+     "ErrorInvalidRequest"),
     ("domain", dict(body(BOB_CAROL, MONDAY), timeConstraint={
         "activityDomain": "never", "timeslots": MONDAY}),
      "ErrorInvalidRequest"),
@@ -327,6 +330,17 @@ def test_bad_bodies_get_400_in_graphs_envelope(world, value, code):
     error = response.json()["error"]
     assert error["code"] == code
     assert error["message"]
+
+
+def test_a_one_minute_meeting_over_62_days_is_answered(world):
+    """Slots start at most every 5 minutes, so the longest question
+    stays within the finder's bounds and is answered, not refused."""
+    response = ask(world, body([("bob@example.com", "required")], [slot(
+        "2026-12-07T00:00:00", "2027-02-07T00:00:00")], "PT1M",
+        maxCandidates=3))
+    assert response.status_code == 200, response.text
+    starts = [s[0] for s in summary(response.json())]
+    assert starts == ["10:00", "10:05", "10:10"]
 
 
 def test_refusals_in_graphs_envelope(gateway_factory):

@@ -37,6 +37,9 @@ MAX_CANDIDATES = 100
 MAX_TIMESLOTS = 50
 #: Longest span of all timeslots together: one lookup covers it.
 MAX_DAYS = 62
+#: Finest step between slot starts: a one-minute meeting is still looked
+#: for every 5 minutes, so 62 days stay within the finder's bound.
+MIN_STEP = datetime.timedelta(minutes=5)
 #: When no timeslot is given: from the next half hour, a week.
 DEFAULT_SPAN = datetime.timedelta(days=7)
 DOMAINS = {"work": True, "personal": True, "unknown": True,
@@ -165,10 +168,12 @@ def _timeslots(constraint, now: datetime.datetime,
             out.append(Window.checked(start, end, max_days))
         except ValueError as e:
             raise bad_request("%s: %s" % (what, e)) from None
-    if max(w.end for w in out) - min(w.start for w in out) > \
-            datetime.timedelta(days=max_days):
-        raise bad_request("the timeslots must lie within %d days" %
-                          max_days)
+    limit = datetime.timedelta(days=max_days)
+    if max(w.end for w in out) - min(w.start for w in out) > limit or \
+            sum((w.end - w.start for w in out), datetime.timedelta(0)) > \
+            limit:
+        raise bad_request("the timeslots must lie within %d days and "
+                          "add up to at most that" % max_days)
     return out
 
 
@@ -247,11 +252,18 @@ def suggestions(app, caller: access.Caller, parties: Sequence[Party],
         found.append(finder.find_slots(
             [finder_attendee(app, caller, p, slot_window, question.working)
              for p in parties], question.duration, slot_window,
+            step_for(question.duration),
             max_candidates=question.max_candidates,
             minimum_percentage=question.minimum))
     return finder.merge(found, [p.key for p in parties
                                 if p.type != "optional"],
                         question.max_candidates)
+
+
+def step_for(duration: datetime.timedelta) -> datetime.timedelta:
+    """Slots start every half hour, or every ``duration`` if shorter,
+    but no finer than :data:`MIN_STEP`."""
+    return max(MIN_STEP, min(finder.DEFAULT_STEP, duration))
 
 
 def finder_attendee(app, caller: access.Caller, party: Party,
@@ -283,7 +295,8 @@ def empty_reason(parties: Sequence[Party], organizer: Optional[Party],
                  for s in finder.find_slots(
                      [finder_attendee(app, caller, organizer, window,
                                       question.working)],
-                     question.duration, window, max_candidates=1,
+                     question.duration, window,
+                     step_for(question.duration), max_candidates=1,
                      minimum_percentage=DEFAULT_MINIMUM)]
         if not alone:
             return "organizerUnavailable"
