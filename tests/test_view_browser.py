@@ -270,6 +270,16 @@ def test_failing_and_timed_out_providers_are_errors(page):
     assert sorted(i["fbtype"] for i in items
                   if i["attendee"] == "bob@example.com") == [
         "BUSY", "BUSY-TENTATIVE"]
+    # bob's working hours (the default, 09-17 UTC) are left unshaded.
+    shaded = driver.execute_script("""
+        return [...document.querySelectorAll(
+            '[data-attendee="bob@example.com"] .offhours')].map(e => {
+            const t = e.parentElement.getBoundingClientRect();
+            const r = e.getBoundingClientRect();
+            return [(r.left - t.left) / t.width, r.width / t.width]; });""")
+    hours = [(0, 9), (17, 33), (41, 57), (65, 72)]
+    assert shaded == [pytest.approx((a / 72, (b - a) / 72), abs=0.002)
+                      for a, b in hours]
 
 
 def test_day_and_week_links_move_the_range(page):
