@@ -81,6 +81,21 @@ def write_gateway_files(directory: pathlib.Path, users: Dict[str, str],
     return path
 
 
+def check_config(tmp_path: pathlib.Path, text: str
+                 ) -> subprocess.CompletedProcess:
+    """``fbgateway check-config --no-bind`` on a minimal ini followed by
+    ``text`` (provider sections): how a plugin's config errors reach the
+    admin, without starting a server."""
+    path = tmp_path / "check.ini"
+    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
+                    "[storage]\nfilesystem_folder = collections\n"
+                    "[gateway]\ndomains = example.com\n" + text)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
+         "--config", str(path)], cwd=str(ROOT), capture_output=True,
+        text=True, timeout=60)
+
+
 class Gateway:
     """A running gateway with its own ini file, users and storage."""
 

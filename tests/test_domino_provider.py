@@ -8,12 +8,10 @@ date/time/utc objects in UTC or in the server's wall-clock time, slow
 and broken answers.
 """
 
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, check_config
 from emulators.domino_server import PATH, DominoServer
 from fbcheck import assert_same_periods, periods_of, schedule_response
 from icaldata import freebusy_request
@@ -298,17 +296,6 @@ def test_an_answer_covering_part_of_the_window(gateway, domino):
 
 
 # -- the section --------------------------------------------------------------
-
-
-def check_config(tmp_path, text):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = collections\n"
-                    "[gateway]\ndomains = example.com\n" + text)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
-         "--config", str(path)], cwd=str(ROOT), capture_output=True,
-        text=True)
 
 
 @pytest.mark.parametrize("change, named", [

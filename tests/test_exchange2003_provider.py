@@ -8,13 +8,11 @@ broken answers.  Windows are relative to today, because the horizon is.
 """
 
 import datetime
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from conftest import ROOT, free_port
+from conftest import ROOT, check_config
 from emulators.owa_freebusy import (FreeBusyStore, Mailbox, OwaFormsFreeBusy,
                                     OwaFreeBusy, OwaNtlm, month_start)
 from fbcheck import assert_same_periods, periods_of, schedule_response
@@ -436,18 +434,6 @@ def test_broken_answers_are_never_free(gateway_factory, owa, behaviour):
 
 
 # -- configuration -----------------------------------------------------------
-
-
-def check_config(tmp_path, section):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:%d\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = %s\n"
-                    "[gateway]\ndomains = example.com\n%s"
-                    % (free_port(), tmp_path / "collections", section))
-    return subprocess.run([sys.executable, "-m", "gateway", "check-config",
-                           "--no-bind", "--config", str(path)],
-                          cwd=str(ROOT), capture_output=True, text=True,
-                          timeout=60)
 
 
 def test_the_example_section_is_valid(tmp_path):

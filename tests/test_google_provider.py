@@ -16,15 +16,13 @@ sections start their own.
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import ROOT, Gateway
+from conftest import Gateway, ROOT, check_config
 from emulators.google_server import Calendar, GoogleServer
 from emulators.tls import Pki
 from emulators.token_endpoint import GOOGLE_AUDIENCE, IdentityProvider
@@ -548,17 +546,6 @@ def test_broken_answers_are_never_free(shared, google, behaviour):
 
 
 # -- the section --------------------------------------------------------------
-
-
-def check_config(tmp_path, text):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = collections\n"
-                    "[gateway]\ndomains = example.com\n" + text)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
-         "--config", str(path)], cwd=str(ROOT), capture_output=True,
-        text=True)
 
 
 @pytest.mark.parametrize("credentials, named", [

@@ -10,13 +10,11 @@ slow and broken answers.
 """
 
 import datetime
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, check_config
 from emulators.graph_server import Event, GraphServer, Mailbox
 from emulators.token_endpoint import IdentityProvider
 from fbcheck import assert_same_periods, periods_of, schedule_response
@@ -436,17 +434,6 @@ def test_an_unknown_mailbox_fails_the_call(gateway_factory, graph, idp,
     answers = ask(gateway, ["carol@corp.example"])
     assert answers[0][1] == "5.1" and answers[0][2] is None
     assert graph.requests[0].status == 404
-
-
-def check_config(tmp_path, text):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = collections\n"
-                    "[gateway]\ndomains = example.com\n" + text)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
-         "--config", str(path)], cwd=str(ROOT), capture_output=True,
-        text=True)
 
 
 @pytest.mark.parametrize("change, named", [

@@ -14,13 +14,11 @@ their own.
 """
 
 import datetime
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT, Gateway
+from conftest import Gateway, ROOT, check_config
 from emulators.nylas_server import NylasServer, Person, unix
 from emulators.tls import Pki
 from fbcheck import assert_same_periods, periods_of, schedule_response
@@ -427,17 +425,6 @@ def test_broken_answers_are_never_free(shared, nylas, behaviour):
 
 
 # -- the section --------------------------------------------------------------
-
-
-def check_config(tmp_path, text):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = collections\n"
-                    "[gateway]\ndomains = example.com\n" + text)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
-         "--config", str(path)], cwd=str(ROOT), capture_output=True,
-        text=True)
 
 
 @pytest.mark.parametrize("credentials, named", [

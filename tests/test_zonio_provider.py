@@ -8,13 +8,11 @@ timed out, the shared pool throttled with 429 and the private pool
 chosen by a client certificate.
 """
 
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, check_config
 from emulators.tls import Pki
 from emulators.zonio_server import PREFIX, Interval, ZonioServer
 from fbcheck import assert_same_periods, periods_of, schedule_response
@@ -310,17 +308,6 @@ def test_other_types_and_offsets_are_read(gateway_factory, zonio, pki):
 
 
 # -- the section --------------------------------------------------------------
-
-
-def check_config(tmp_path, text):
-    path = tmp_path / "check.ini"
-    path.write_text("[server]\nhosts = 127.0.0.1:1\n[auth]\ntype = none\n"
-                    "[storage]\nfilesystem_folder = collections\n"
-                    "[gateway]\ndomains = example.com\n" + text)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--no-bind",
-         "--config", str(path)], cwd=str(ROOT), capture_output=True,
-        text=True)
 
 
 @pytest.mark.parametrize("change, named", [
