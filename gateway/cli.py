@@ -31,6 +31,7 @@ import zoneinfo
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from gateway import config, htpasswd
+from gateway.addresses import bare_address
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE, UTC,
                            LookupResult, Period, Reason, Window)
 
@@ -100,7 +101,10 @@ def parse_time(text: str, zone: datetime.tzinfo) -> datetime.datetime:
             "(in --tz), 2026-12-07 or 20261207T090000Z)" % text) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time out of range: %r" % text) from None
 
 
 def window_of(args, max_days: int, default_days: int) -> Window:
@@ -111,15 +115,17 @@ def window_of(args, max_days: int, default_days: int) -> Window:
     else:
         start = datetime.datetime.now(UTC).replace(minute=0, second=0,
                                                    microsecond=0)
-    end = parse_time(args.end, args.tz) if args.end else \
-        start + datetime.timedelta(days=default_days)
+    try:
+        end = parse_time(args.end, args.tz) if args.end else \
+            start + datetime.timedelta(days=default_days)
+    except OverflowError:
+        raise ValueError("time out of range: %r" % args.start) from None
     return Window.checked(start, end, max_days)
 
 
 def address_argument(text: str) -> str:
     """``alice@example.com`` or ``mailto:alice@example.com`` -> the bare
     address; anything else is a usage error."""
-    from gateway.addresses import bare_address
     bare = text.strip()
     if bare[:7].lower() == "mailto:":
         bare = bare[7:]
@@ -236,9 +242,8 @@ def check_config(path: str, bind_hosts: bool = True):
     providers = load_providers(gateway_config)
     for sock in server.check(gateway_config, bind_hosts=bind_hosts):
         sock.close()
-    hosts = ", ".join(
-        "http://%s/" % ("[%s]:%d" % (h, p) if ":" in h else "%s:%d" % (h, p))
-        for h, p in gateway_config.radicale.get("server", "hosts"))
+    hosts = ", ".join("http://%s/" % server._show(host) for host in
+                      gateway_config.radicale.get("server", "hosts"))
     print("config OK: %s: %d provider%s%s, listening on %s%s" % (
         path, len(providers), "" if len(providers) == 1 else "s",
         " (%s)" % ", ".join(p.name for p in providers) if providers else "",
@@ -275,7 +280,6 @@ class AdminLookup:
     """The gateway built from an ini file, asked as the admin."""
 
     def __init__(self, gateway_config: config.GatewayConfig) -> None:
-        self.config = gateway_config
         self.app = admin_application()(gateway_config)
 
     def lookup(self, addresses: Sequence[str], window: Window
@@ -371,12 +375,13 @@ class _Spans:
         return i < len(self.starts) and self.starts[i] < end
 
 
-#: Grid characters, most severe first: a cell shows the most severe state
-#: inside it (as the finder ranks them: busy, out of office, no data,
-#: tentative, free).
-GRID_SYMBOLS = ((BUSY, "#", "busy"), (BUSY_UNAVAILABLE, "=", "unavailable"),
-                ("nodata", "?", "no data"), (BUSY_TENTATIVE, "~",
-                                             "tentative"))
+#: Grid characters, first wins: a cell shows the first state found
+#: inside it.  No data comes before unavailable because no-data spans are
+#: also BUSY-UNAVAILABLE periods (LookupResult.nodata), so after it only
+#: real unavailability (out of office) is left to show as "=".
+GRID_SYMBOLS = ((BUSY, "#", "busy"), ("nodata", "?", "no data"),
+                (BUSY_UNAVAILABLE, "=", "unavailable"),
+                (BUSY_TENTATIVE, "~", "tentative"))
 FREE_SYMBOL = "."
 #: ANSI colours of the grid characters on a terminal.
 COLOURS = {"#": "31", "=": "35", "?": "90", "~": "33", ".": "32"}
@@ -535,7 +540,6 @@ def render_slots(found, attendees, results, window: Window,
 
 
 def run_find(args, parser) -> int:
-    from gateway.addresses import bare_address
     from gateway.engine import finder
     from gateway.faces import finder as finder_face
     from gateway.faces import graphjson

@@ -274,19 +274,58 @@ def test_grid_has_colours_on_a_terminal_unless_no_color(site):
     assert "\x1b[" not in output and "##" in output
 
 
+def ini_beside(site, name, section):
+    """The site's ini file plus ``section``, written beside it (so the
+    same users, rights and storage); its path."""
+    path = site.directory / name
+    path.write_text(site.config_path.read_text().replace(
+        "[provider:partner]", section + "\n[provider:partner]"))
+    return path
+
+
+def test_no_data_shows_as_such_never_as_free(site, servers):
+    """A free/busy URL server asked a day at a time, whose first day's
+    answer is garbage: that day is no data (BUSY-UNAVAILABLE in JSON,
+    "?" in the grid), the other days are its real answer."""
+    kolab = servers(IfbPeer("calconnect", {"frank@kolab.example": [(
+        datetime.datetime(2026, 12, 8, 9, tzinfo=UTC),
+        datetime.datetime(2026, 12, 8, 10, tzinfo=UTC), "BUSY")]}))
+    kolab.script["frank@kolab.example"] = ["garbage"]
+    path = ini_beside(site, "kolab.ini", (
+        "[provider:kolab]\ntype = ifb\ndomains = kolab.example\n"
+        "url = %s\nwindow_params = calconnect\nmax_window_days = 1\n"
+        "max_parallel = 1\n" % kolab.url_template()))
+    result = run("query", "--config", str(path), "--format", "json",
+                 *WINDOW, "frank@kolab.example")
+    assert result.returncode == 0, result.stderr
+    [answer] = json.loads(result.stdout)
+    assert answer["status"] == "2.0"
+    assert answer["nodata"] == [{"start": "2026-12-07T00:00:00Z",
+                                 "end": "2026-12-08T00:00:00Z"}]
+    assert periods(answer) == [
+        ("2026-12-07T00:00:00Z", "2026-12-08T00:00:00Z", "BUSY-UNAVAILABLE"),
+        ("2026-12-08T09:00:00Z", "2026-12-08T10:00:00Z", "BUSY")]
+    kolab.script["frank@kolab.example"] = ["garbage"]
+    result = run("query", "--config", str(path), *WINDOW,
+                 "frank@kolab.example")
+    assert result.returncode == 0, result.stderr
+    assert "frank@kolab.example  2.0 ok, no data for part of the window" \
+        in result.stdout
+    assert grid_rows(result.stdout, "Mon 2026-12-07")[
+        "frank@kolab.example"] == "?" * 48
+    assert grid_rows(result.stdout, "Tue 2026-12-08")[
+        "frank@kolab.example"] == "." * 18 + "##" + "." * 28
+
+
 def test_query_publishes_nothing(site, servers):
     """A provider that takes pushes makes a server publish every local
     user at start; the admin's query, built from the same file, must
     not: it only reads."""
     folder = servers(WebDavFolder())
-    ini = site.config_path.read_text().replace(
-        "[provider:partner]",
+    path = ini_beside(site, "publishing.ini", (
         "[provider:dav]\ntype = ifb\ndomains = dav.example\n"
-        "url = %s/fb/{address}.ifb\npublish_url = %s/fb/{address}.ifb\n\n"
-        "[provider:partner]" % (folder.base, folder.base))
-    # beside the site's file: the same users, rights and storage
-    path = site.directory / "publishing.ini"
-    path.write_text(ini)
+        "url = %s/fb/{address}.ifb\npublish_url = %s/fb/{address}.ifb\n"
+        % (folder.base, folder.base)))
     result = run("query", "--config", str(path), *WINDOW,
                  "erin@slow.example", "alice@example.com")
     assert result.returncode == 1, result.stderr   # erin's 1 s time-out
