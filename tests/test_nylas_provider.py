@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import Gateway, ROOT, check_config
+from conftest import ROOT, Gateway, check_config
 from emulators.nylas_server import NylasServer, Person, unix
 from emulators.tls import Pki
 from fbcheck import assert_same_periods, periods_of, schedule_response
