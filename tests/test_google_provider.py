@@ -15,17 +15,15 @@ sections start their own.
 """
 
 import datetime
-import json
 import time
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import Gateway, ROOT, check_config
+from conftest import ROOT, Gateway, check_config
 from emulators.google_server import Calendar, GoogleServer
 from emulators.tls import Pki
-from emulators.token_endpoint import GOOGLE_AUDIENCE, IdentityProvider
+from emulators.token_endpoint import (GOOGLE_AUDIENCE, IdentityProvider,
+                                      service_account_key_file)
 from fbcheck import assert_same_periods, periods_of, schedule_response
 from icaldata import freebusy_request
 
@@ -51,24 +49,6 @@ def calendars():
             "paula@partner.example": Calendar(DAVE)}
 
 
-def key_file(path, email=SERVICE_ACCOUNT, token_uri=None, register=None):
-    """A service account key file as the Cloud console writes it; its
-    public key goes to ``register`` (the token endpoint)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if register is not None:
-        register.service_accounts[email] = key.public_key()
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "gateway-project",
-        "private_key_id": "0123abcd", "client_email": email,
-        "client_id": "109876543210", "token_uri": token_uri,
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "universe_domain": "googleapis.com",
-        "private_key": key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()).decode("ascii")}))
-    return str(path)
-
-
 class Setup:
     """The module's CA, token endpoint, Google and service account."""
 
@@ -80,9 +60,9 @@ class Setup:
                                    token=STATIC_TOKEN)
         self.google.groups["team@gws.example"] = ["carol@gws.example",
                                                   "dave@gws.example"]
-        self.key_file = key_file(directory / "service-account.json",
-                                 token_uri=self.idp.google_token_uri,
-                                 register=self.idp)
+        self.key_file = service_account_key_file(
+            directory / "service-account.json", SERVICE_ACCOUNT,
+            token_uri=self.idp.google_token_uri, register=self.idp)
 
     def section(self, name="gws", domains="gws.example", timeout=5,
                 credentials=None, extra=""):
@@ -469,8 +449,9 @@ def test_a_key_the_token_endpoint_does_not_know_is_refused(
         gateway_factory, setup, google, tmp_path):
     """A key file whose private key is not the service account's (a
     deleted or rotated key): the JWT signature does not verify."""
-    other = key_file(tmp_path / "old-key.json",
-                     token_uri=setup.idp.google_token_uri)
+    other = service_account_key_file(tmp_path / "old-key.json",
+                                     SERVICE_ACCOUNT,
+                                     token_uri=setup.idp.google_token_uri)
     gateway = gateway_factory(extra=setup.section(credentials=(
         "auth = google\nservice_account_file = %s\nsubject = %s\n"
         % (other, SUBJECT))))

@@ -35,8 +35,8 @@ import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from emulators import JsonPostHandler
 from emulators.tls import HttpsServer, Pki
@@ -48,6 +48,28 @@ GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def service_account_key_file(path, email: str,
+                             token_uri: Optional[str] = None,
+                             register: Optional["IdentityProvider"] = None
+                             ) -> str:
+    """A Google service account key file as the Cloud console writes it
+    (a new RSA key); its public key goes to ``register`` (the token
+    endpoint), or nowhere for a key Google no longer knows."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if register is not None:
+        register.service_accounts[email] = key.public_key()
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": "gateway-project",
+        "private_key_id": "0123abcd", "client_email": email,
+        "client_id": "109876543210", "token_uri": token_uri,
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "universe_domain": "googleapis.com",
+        "private_key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode("ascii")}))
+    return str(path)
 
 
 class Issued:
