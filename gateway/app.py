@@ -27,7 +27,7 @@ from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
 from gateway.faces import (access, finder, graphapi, openapi, push, readurl,
-                           report, scheduling)
+                           report, scheduling, view)
 from gateway.engine.fanout import FanOut
 from gateway.engine.push import PushWorker
 from gateway.model import LookupResult, Reason
@@ -121,7 +121,7 @@ def _login_first(method):
 #: scheduling face (gateway.faces.scheduling) is different: it adds to
 #: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
 #: in the methods below.
-FACES = (report, push, readurl, graphapi, openapi, finder)
+FACES = (report, push, readurl, graphapi, openapi, finder, view)
 
 
 def _route_first(method_name: str, radicale_method):

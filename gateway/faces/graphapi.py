@@ -32,11 +32,10 @@ import icalendar
 
 from gateway import timezones
 from gateway.engine.local import AVAILABILITY_KEY
-from gateway.faces import access, cors
+from gateway.faces import access, cors, graphjson
 from gateway.faces.graphjson import (GraphError, bad_request,
                                      format_datetime, json_answer, member,
-                                     parse_datetime, preferred_zone,
-                                     read_json)
+                                     parse_datetime, preferred_zone)
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                            LookupResult, Period, Reason, Window, coalesce)
 from gateway.workhours import WorkingHours
@@ -90,19 +89,8 @@ def options(app, request) -> tuple:
 
 def refused(app, request) -> Optional[tuple]:
     """The access policy's refusal in Graph's envelope, CORS headers on."""
-    answer = access.refusal(app, request)
-    if answer is None:
-        return None
-    status, headers = answer[0], dict(answer[1])
-    if status == 429:
-        return error_answer(app, request.environ, GraphError(
-            429, "TooManyRequests", answer[2].decode("utf-8")),
-            {"Retry-After": headers["Retry-After"]})
-    # Radicale's NOT_ALLOWED for an anonymous caller: 401 with its realm.
-    return error_answer(app, request.environ, GraphError(
-        401, "InvalidAuthenticationToken", "log in (HTTP Basic) to ask for "
-        "free/busy"), {"WWW-Authenticate": 'Basic realm="%s"' %
-                       app.configuration.get("auth", "realm")})
+    return graphjson.refused(app, request,
+                             cors.headers(app, request.environ))
 
 
 def handle(app, request) -> tuple:
@@ -133,13 +121,7 @@ def handle(app, request) -> tuple:
 # -- the request ------------------------------------------------------------
 
 def read_body(environ) -> object:
-    """The JSON body; 415 unless it is declared JSON, which also makes a
-    browser ask a CORS preflight before it sends credentials."""
-    media = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise GraphError(415, "UnsupportedMediaType", "send the body as "
-                         "application/json")
-    return read_json(environ)
+    return graphjson.read_json_body(environ)
 
 
 def _bare(address: str) -> str:

@@ -243,7 +243,7 @@ _SCHEMAS = {
                                   "items": _ref("TimeSlot")}}},
             "meetingDuration": {"type": "string", "example": "PT1H",
                                 "description": "ISO 8601 duration."},
-            "maxCandidates": {"type": "integer", "minimum": 0},
+            "maxCandidates": {"type": "integer", "minimum": 1},
             "minimumAttendeePercentage": {"type": "number", "minimum": 0,
                                           "maximum": 100},
             "isOrganizerOptional": {"type": "boolean"},
