@@ -21,6 +21,7 @@ import requests
 
 from conftest import ROOT, Gateway, free_port, stop, write_gateway_files
 from emulators.caldav_outbox import ACCOUNT, CaldavPeer
+from emulators.graph_server import GraphServer, Mailbox
 from emulators.ifb_peer import IfbPeer
 from emulators.webdav_freebusy import WebDavFolder
 from gateway.vfreebusy import freebusy_component_periods
@@ -492,6 +493,36 @@ def test_check_passes_when_every_provider_answers(tmp_path, servers):
     # it asked the peer one question, about an address of its domain
     assert any(method == "POST" for method, _ in peer.requests)
     assert peer.posts[-1][1] == ["postmaster@partner.example"]
+
+
+def test_check_fetches_each_token_first(tmp_path, pki, idp, servers):
+    """Graph with client credentials: the right secret is ok (its
+    mailbox lookup of postmaster@ is "unknown user" at Graph), a wrong
+    one is reported from the token endpoint's refusal."""
+    graph = servers(GraphServer(pki, {"finder@corp.example": Mailbox([])},
+                                idp=idp))
+    section = ("[provider:%s]\ntype = graph\ndomains = %s\nurl = %s\n"
+               "ca_file = %s\nmailbox = finder@corp.example\nauth = oauth2\n"
+               "authority = %s\ntenant = %s\nclient_id = %s\n"
+               "client_secret = %s\n")
+    path = write_gateway_files(
+        tmp_path, {"alice": "alice-pw"}, None, "example.com",
+        section % ("corp", "corp.example", graph.url, pki.ca_file,
+                   idp.authority, idp.tenant, idp.client_id,
+                   idp.client_secret) +
+        section % ("old", "old.example", graph.url, pki.ca_file,
+                   idp.authority, idp.tenant, idp.client_id, "expired"),
+        server="hosts = 127.0.0.1:%d\n" % free_port())
+    result = run("check", "--config", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "corp: ok"
+    assert lines[2].startswith("old: failing: refused the credentials")
+    assert "invalid_client: AADSTS7000215" in lines[2]
+    assert sorted(form["client_secret"] for _, form in idp.token_requests) \
+        == ["expired", idp.client_secret]
+    [call] = graph.requests         # the bad one never got that far
+    assert call.body["schedules"] == ["postmaster@corp.example"]
 
 
 def test_check_config_says_what_it_found(tmp_path):
