@@ -26,8 +26,8 @@ from gateway import radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
-from gateway.faces import (access, finder, graphapi, openapi, push, readurl,
-                           report, scheduling, view)
+from gateway.faces import (access, autodiscover, ews, finder, graphapi,
+                           openapi, push, readurl, report, scheduling, view)
 from gateway.engine.fanout import FanOut
 from gateway.engine.push import PushWorker
 from gateway.model import LookupResult, Reason
@@ -121,7 +121,8 @@ def _login_first(method):
 #: scheduling face (gateway.faces.scheduling) is different: it adds to
 #: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
 #: in the methods below.
-FACES = (report, push, readurl, graphapi, openapi, finder, view)
+FACES = (report, push, readurl, graphapi, openapi, finder, view, ews,
+         autodiscover)
 
 
 def _route_first(method_name: str, radicale_method):
@@ -143,7 +144,12 @@ class GatewayApplication(radicale.Application):
     """Radicale plus the gateway's free/busy faces."""
 
     def __init__(self, gateway_config: GatewayConfig,
-                 providers=None) -> None:
+                 providers=None, admin: bool = False) -> None:
+        """``admin``: for ``fbgateway query`` and ``find``, which read
+        only and see all: no push worker (a query must not publish
+        anyone, nor take the server's queue), and each local user's busy
+        time as they see it themselves (no rights, no opt-out)."""
+        self.admin = admin
         radicale_compat.check_version()
         radicale_compat.self_test()
         super().__init__(gateway_config.radicale)
@@ -173,7 +179,7 @@ class GatewayApplication(radicale.Application):
                              options["timeout"], options["max_hops"],
                              local_username=self.local_users.rule)
         #: Pushes local free/busy out (None when no provider publishes).
-        self.push = self._push_worker()
+        self.push = None if admin else self._push_worker()
         if self.push is not None:
             self.push.start()
 
@@ -226,6 +232,9 @@ class GatewayApplication(radicale.Application):
         """One local user's busy time under ``[gateway] freebusy_access``:
         ``authenticated`` shows it to every logged-in user whatever the
         rights file says; ``rights`` leaves it to Radicale's r/f rights."""
+        if self.admin:
+            return self.local.lookup_user(owner, window, owner, set(),
+                                          check_rights=False)
         return self.local.lookup_user(
             owner, window, user, user_groups,
             check_rights=not self.open_to(user))

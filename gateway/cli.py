@@ -17,7 +17,6 @@ arguments or a bad configuration, with one line saying what.
 import argparse
 import bisect
 import datetime
-import functools
 import getpass
 import json
 import logging
@@ -253,34 +252,13 @@ def check_config(path: str, bind_hosts: bool = True):
 
 # -- query ---------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def admin_application():
-    """GatewayApplication as the admin's tools need it, a class made on
-    first use so that ``--version`` and ``passwd`` do not load it all."""
-    from gateway.app import GatewayApplication
-
-    class AdminApplication(GatewayApplication):
-        """Reads only, and sees all: no push worker (a query must not
-        publish anyone's free/busy, nor take the server's queue), and
-        each local user's busy time as they see it themselves (every
-        opaque calendar; no rights, no opt-out)."""
-
-        def _push_worker(self):
-            return None
-
-        def _lookup_local(self, owner: str, window: Window, user: str,
-                          user_groups: set) -> LookupResult:
-            return self.local.lookup_user(owner, window, owner, set(),
-                                          check_rights=False)
-
-    return AdminApplication
-
-
 class AdminLookup:
     """The gateway built from an ini file, asked as the admin."""
 
     def __init__(self, gateway_config: config.GatewayConfig) -> None:
-        self.app = admin_application()(gateway_config)
+        # Imported here: --version and passwd need none of the application.
+        from gateway.app import GatewayApplication
+        self.app = GatewayApplication(gateway_config, admin=True)
 
     def lookup(self, addresses: Sequence[str], window: Window
                ) -> Dict[str, LookupResult]:

@@ -6,8 +6,6 @@ works beside a running server (SQLite takes both)."""
 import sys
 
 from gateway import config
-from gateway.app import open_queue
-from gateway.engine.push import queue_summary
 
 
 def add_commands(commands) -> None:
@@ -28,6 +26,9 @@ def run_queue(args, parser) -> int:
     if args.id is not None and (args.action == "list" or
                                 not args.id.isdigit()):
         parser.error("ID is a number from 'queue list', for retry or purge")
+    # Imported here: --version and passwd need none of the application.
+    from gateway.app import open_queue
+    from gateway.engine.push import queue_summary
     gateway_config = config.load(args.config)
     queue = open_queue(gateway_config)
     try:

@@ -127,6 +127,15 @@ def _name_list(value: str) -> Tuple[str, ...]:
     return tuple(n for n in re.split(r"[\s,]+", value) if n)
 
 
+def _public_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not re.match(
+            r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[^\s?#]*)?$", value):
+        raise ValueError("must be the gateway's URL as clients reach it, "
+                         "like https://fb.example.com")
+    return value
+
+
 def _freebusy_access(value: str) -> str:
     if value.strip().lower() not in ("authenticated", "rights"):
         raise ValueError("must be authenticated or rights")
@@ -138,6 +147,11 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                       "user@domain is the Radicale user 'user', for every "
                       "domain listed (all go into "
                       "calendar-user-address-set)."),
+    "public_url": Option(_public_url, "", "The gateway's URL as clients "
+                         "reach it (https://fb.example.com, with its path "
+                         "behind a prefixing proxy); URLs it hands out "
+                         "(Autodiscover's EwsUrl) start with it. Empty: "
+                         "each request's scheme and Host."),
     "cache_ttl": Option(_non_negative_float, "300", "Seconds a foreign "
                         "answer may be reused; 0 turns caching off."),
     "timeout": Option(_positive_float, "10", "Overall deadline of one "

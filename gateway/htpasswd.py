@@ -15,7 +15,6 @@ import tempfile
 import time
 from typing import Iterator, List
 
-import bcrypt
 
 #: bcrypt looks at the first 72 bytes only; Radicale truncates longer
 #: passwords at login, bcrypt 5 refuses to hash them.  Refusing them here
@@ -59,6 +58,7 @@ def bcrypt_line(user: str, password: str) -> str:
     """``user:$2b$12$...`` without the line end."""
     check_user(user)
     check_password(password)
+    import bcrypt   # here: the rest of fbgateway runs without it
     digest = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt())
     return "%s:%s" % (user, digest.decode("ascii"))
 
