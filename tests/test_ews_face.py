@@ -608,8 +608,9 @@ def test_version_probe_and_other_methods(gateway):
         assert post(gateway, convert, path=path).status_code == 200
     assert gateway.request("GET", "/EWS/Exchange.asmx",
                            user="bob").status_code == 405
+    # Not the EWS URL (routes end at a path segment): Radicale's answer.
     assert post(gateway, convert,
-                path="/EWS/Exchange.asmx2").status_code == 404
+                path="/EWS/Exchange.asmx2").status_code in (404, 405)
 
 
 def test_time_zones_by_id(gateway):

@@ -65,9 +65,16 @@ class Registry:
 
     def find_route(self, method: str, path: str) -> Optional[Route]:
         for route in self.routes:
-            if path.startswith(route.prefix) and method in route.methods:
+            if _under(path, route.prefix) and method in route.methods:
                 return route
         return None
 
     def has_prefix(self, path: str) -> bool:
-        return any(path.startswith(r.prefix) for r in self.routes)
+        return any(_under(path, r.prefix) for r in self.routes)
+
+
+def _under(path: str, prefix: str) -> bool:
+    """Prefixes end at a path segment: ``/.freebusy/view`` is not a
+    prefix of ``/.freebusy/viewer@example.com`` (a read URL)."""
+    return path == prefix or path.startswith(
+        prefix if prefix.endswith("/") else prefix + "/")

@@ -418,18 +418,6 @@ def render(settings: Settings, page: Page, rows: Sequence[Row],
         "grid": grid}
 
 
-def _next_route(app, request) -> tuple:
-    """Paths that only start with /.freebusy/view (an address such as
-    viewer@example.com) belong to the route below this one."""
-    method = request.environ.get("REQUEST_METHOD", "GET").upper()
-    for route in app.faces.routes:
-        if route.handler is not handle and method in route.methods and \
-                request.path.startswith(route.prefix):
-            return route.handler(app, request)
-    return 404, {"Content-Type": "text/plain; charset=utf-8"}, \
-        b"not found", None
-
-
 def _bad(status: int, text: str, base: str) -> tuple:
     body = ERROR_PAGE % {"style": STYLE, "text": html.escape(text),
                          "base": base}
@@ -450,7 +438,8 @@ def _headers(nonce: str) -> Dict[str, str]:
 
 def handle(app, request) -> tuple:
     if request.path.rstrip("/") != PATH:
-        return _next_route(app, request)
+        return 404, {"Content-Type": "text/plain; charset=utf-8"}, \
+            b"not found", None
     refused = access.refusal(app, request)
     if refused is not None:
         return refused
