@@ -12,6 +12,7 @@ key.
 import configparser
 import os
 import re
+import urllib.parse
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from radicale import config as radicale_config
@@ -142,6 +143,44 @@ def _freebusy_access(value: str) -> str:
     return value.strip().lower()
 
 
+#: URL schemes of a Redis server (``rediss``: over TLS).
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def redis_url(value: str) -> str:
+    """A Redis server as the redis library reads it: redis:// or
+    rediss://, an optional password, host, port and database number."""
+    value = value.strip()
+    try:
+        split = urllib.parse.urlsplit(value)
+        split.port
+    except ValueError as e:
+        raise ValueError("unreadable URL: %s" % e) from None
+    if split.scheme.lower() not in REDIS_SCHEMES or not split.hostname:
+        raise ValueError("must be a redis:// or rediss:// URL, like "
+                         "redis://:PASSWORD@redis.example.com:6379/0")
+    if not re.match(r"^/?[0-9]*$", split.path):
+        raise ValueError("the path must be a database number, like /0")
+    return value
+
+
+def _queue_place(value: str) -> str:
+    """A SQLite file's path, or a Redis URL."""
+    if value.strip().lower().startswith(tuple(
+            s + "://" for s in REDIS_SCHEMES)):
+        return redis_url(value)
+    if "://" in value:
+        raise ValueError("must be a file path or a redis:// or rediss:// "
+                         "URL")
+    return value
+
+
+def _redis_prefix(value: str) -> str:
+    if not re.match(r"^[\x21-\x7e]{1,64}$", value):
+        raise ValueError("1 to 64 printable ASCII characters, no spaces")
+    return value
+
+
 GATEWAY_SCHEMA: Dict[str, Option] = {
     "domains": Option(domain_list, None, "Mail domains of local users: "
                       "user@domain is the Radicale user 'user', for every "
@@ -192,9 +231,20 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
                                     "none of their own (VAVAILABILITY or "
                                     "their system's): 'Mon-Fri 09:00-17:00 "
                                     "Europe/Berlin'."),
-    "queue": Option(str, "", "Where pushes waiting to go out are kept: "
-                    "a SQLite file (default: .freebusy-push-queue.sqlite in "
-                    "[storage] filesystem_folder)."),
+    "queue": Option(_queue_place, "", "Where pushes waiting to go out "
+                    "are kept: a SQLite file (default: "
+                    ".freebusy-push-queue.sqlite in [storage] "
+                    "filesystem_folder), or a redis:// or rediss:// URL "
+                    "that several gateway instances share "
+                    "(docs/redis.md)."),
+    "cache": Option(redis_url, "", "A redis:// or rediss:// URL (password"
+                    " and database allowed) where several gateway "
+                    "instances share foreign answers, throttling pauses, "
+                    "tokens, peers' pushes and change signals "
+                    "(docs/redis.md); empty: each process keeps its own."),
+    "redis_prefix": Option(_redis_prefix, "fbgw:", "Start of every Redis "
+                           "key and channel of this deployment, so that "
+                           "several can share one Redis."),
     "push_window_days": Option(_positive_int, "60", "Days of free/busy "
                                "pushed out, from the start of today."),
     "push_republish_hours": Option(_positive_float, "24", "Every user is "
