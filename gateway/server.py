@@ -32,11 +32,13 @@ import errno
 import io
 import logging
 import os
+import select
 import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
+                    Tuple)
 
 from gateway import config
 
@@ -344,16 +346,15 @@ def _raise_file_limit(wanted: int) -> None:
 
 def serve(gateway_config: config.GatewayConfig,
           providers: Optional[list] = None) -> None:
-    """Check, then run on waitress until SIGTERM or SIGINT.
+    """Check, then run until SIGTERM or SIGINT: in this process, or, with
+    ``[gateway] workers`` above 1, in that many worker processes (see
+    :class:`Supervisor`).
 
     On a signal the listening sockets close at once; requests already
     being answered get up to ``[gateway] timeout`` + 5 seconds to finish,
     idle and half-sent connections are closed, and the function returns.
     """
-    from waitress import server as waitress_server
-    from waitress import wasyncore
-
-    from gateway.app import GatewayApplication, load_providers
+    from gateway.app import load_providers
 
     # Plugins are loaded before anything starts, so a wrong provider
     # section fails like any other configuration error.
@@ -362,24 +363,54 @@ def serve(gateway_config: config.GatewayConfig,
     sockets = check(gateway_config)
     try:
         setup_logging(gateway_config.radicale)
-        application = limit_request_body(
-            GatewayApplication(gateway_config, providers),
-            gateway_config.radicale.get("server", "max_content_length"))
-        options = settings(gateway_config)
-        _raise_file_limit(options["connection_limit"] + options["threads"]
-                          + 64)
-        http_server = waitress_server.create_server(
-            application, sockets=sockets, **options)
-    except BaseException:
+        count = worker_count(gateway_config)
+        if count == 1:
+            run_waitress(gateway_config, providers, sockets)
+        else:
+            Supervisor(gateway_config, providers, sockets, count).run()
+    finally:
         for sock in sockets:
             sock.close()
-        raise
-    addresses = ", ".join("http://%s/" % _show(s.getsockname())
-                          for s in sockets)
-    logger.log(LOG_LEVEL_NOTICE,
-               "Listening on %s (waitress: %d threads, %d open connections "
-               "at most)", addresses, options["threads"],
-               options["connection_limit"])
+
+
+class Worker(NamedTuple):
+    """What a worker process knows of its place: its number (1..N), its
+    parent's pid (gone: stop) and the pipe to say it is listening on."""
+
+    number: int
+    parent: int
+    ready_fd: Optional[int]
+
+
+def run_waitress(gateway_config: config.GatewayConfig, providers: list,
+                 sockets: List[socket.socket],
+                 worker: Optional[Worker] = None) -> None:
+    """Serve on ``sockets`` with waitress until SIGTERM or SIGINT (or, in
+    a worker, until its parent is gone), then stop gracefully."""
+    from waitress import server as waitress_server
+    from waitress import wasyncore
+
+    from gateway.app import GatewayApplication
+
+    # The application is built here, in the process that serves: its
+    # threads (push worker, reaper, pools) cannot cross a fork.
+    application = limit_request_body(
+        GatewayApplication(gateway_config, providers),
+        gateway_config.radicale.get("server", "max_content_length"))
+    options = settings(gateway_config)
+    _raise_file_limit(options["connection_limit"] + options["threads"] + 64)
+    http_server = waitress_server.create_server(
+        application, sockets=sockets, **options)
+    if worker is None:
+        addresses = ", ".join("http://%s/" % _show(s.getsockname())
+                              for s in sockets)
+        logger.log(LOG_LEVEL_NOTICE,
+                   "Listening on %s (waitress: %d threads, %d open "
+                   "connections at most)", addresses, options["threads"],
+                   options["connection_limit"])
+    else:
+        logger.info("Worker %d (pid %d) listening", worker.number,
+                    os.getpid())
     socket_map = getattr(http_server, "map", None) or http_server._map
     listeners = [d for d in list(socket_map.values())
                  if isinstance(d, waitress_server.BaseWSGIServer)]
@@ -390,14 +421,25 @@ def serve(gateway_config: config.GatewayConfig,
         # LOOP_SECONDS, and no exception lands in the middle of waitress.
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal)
-                for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    if worker is not None:
+        # The supervisor blocks them to wait for them; here the handlers
+        # take over, and a signal that came early is delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
+        if worker.ready_fd is not None:
+            os.write(worker.ready_fd, b"1")
+            os.close(worker.ready_fd)
     try:
         while not stopping.is_set():
             wasyncore.loop(timeout=LOOP_SECONDS, map=socket_map,
                            use_poll=True, count=1)
-        logger.log(LOG_LEVEL_NOTICE, "Stopping: no new "
-                   "connections; finishing the requests in progress")
+            if worker is not None and os.getppid() != worker.parent:
+                logger.warning("Worker %d: the supervisor is gone; "
+                               "stopping", worker.number)
+                break
+        logger.log(LOG_LEVEL_NOTICE if worker is None else logging.INFO,
+                   "Stopping: no new connections; finishing the requests "
+                   "in progress")
         for listener in listeners:
             # dispatcher.close: the socket only, the trigger stays usable
             wasyncore.dispatcher.close(listener)
@@ -418,3 +460,242 @@ def serve(gateway_config: config.GatewayConfig,
         wasyncore.close_all(socket_map)
         for signal_number, handler in previous.items():
             signal.signal(signal_number, handler)
+
+
+# -- worker processes ------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SUPERVISOR_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+#: Seconds the first workers get to build the application and listen.
+STARTUP_SECONDS = 60.0
+#: A worker that lived this long before it died is restarted at once;
+#: one that died sooner waits 1, 2, 4 ... RESTART_DELAY_MAX seconds, so a
+#: worker that cannot run does not spin.
+STABLE_SECONDS = 10.0
+RESTART_DELAY_MAX = 30.0
+#: Most worker processes: far more than cores only adds memory.
+MAX_WORKERS = 64
+
+
+def _worker_count(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_WORKERS:
+        raise ValueError("must be between 1 and %d" % MAX_WORKERS)
+    return number
+
+
+#: ``[gateway] workers``.  gateway/config.py's GATEWAY_SCHEMA is the place
+#: for it; until it lists the key, it is registered here, so that ini
+#: files naming it load wherever this module was imported first.
+WORKERS_OPTION = config.Option(
+    _worker_count, "1", "Processes fbgateway serve answers requests in, "
+    "all on the same listening sockets (each with [gateway] threads "
+    "threads and its own caches); one per core uses the machine. A "
+    "worker that dies is replaced.")
+config.GATEWAY_SCHEMA.setdefault("workers", WORKERS_OPTION)
+
+
+def worker_count(gateway_config: config.GatewayConfig) -> int:
+    return gateway_config.gateway.get("workers") or 1
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            return "killed by %s" % signal.Signals(number).name
+        except ValueError:
+            return "killed by signal %d" % number
+    return "exit status %d" % os.waitstatus_to_exitcode(status)
+
+
+class Supervisor:
+    """Pre-fork: this process binds the sockets (``check`` did), forks
+    ``count`` workers that each run waitress on them, and only watches.
+
+    The kernel hands each new connection to one worker.  A worker that
+    dies is replaced (after a pause if it died young); SIGTERM or SIGINT
+    closes the listening sockets, sends SIGTERM to every worker, waits
+    for their requests to finish (``[gateway] timeout`` + 5 s, then
+    SIGKILL) and returns.  A worker whose supervisor is gone stops by
+    itself.  The supervisor runs no thread, so forking is safe; it waits
+    for signals with them blocked (``sigtimedwait``), so none is lost.
+    """
+
+    def __init__(self, gateway_config: config.GatewayConfig,
+                 providers: list, sockets: List[socket.socket],
+                 count: int) -> None:
+        self.gateway_config = gateway_config
+        self.providers = providers
+        self.sockets = sockets
+        self.count = count
+        #: pid -> (worker number, start time)
+        self.workers: Dict[int, Tuple[int, float]] = {}
+        #: worker number -> when to start it again
+        self.restarts: Dict[int, float] = {}
+        #: worker number -> how many times in a row it died young
+        self.quick_deaths: Dict[int, int] = {}
+        #: read ends of readiness pipes, closed in every later worker
+        self._pipes: List[int] = []
+
+    def run(self) -> None:
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK,
+                                               SUPERVISOR_SIGNALS)
+        try:
+            self._start_all()
+            options = settings(self.gateway_config)
+            logger.log(
+                LOG_LEVEL_NOTICE, "Listening on %s (%d worker processes, "
+                "each waitress with %d threads and %d open connections at "
+                "most)", ", ".join("http://%s/" % _show(s.getsockname())
+                                   for s in self.sockets),
+                self.count, options["threads"], options["connection_limit"])
+            self._watch()
+        finally:
+            self._stop_all()
+            # A signal that came while stopping must not be delivered
+            # (and kill this process) when the mask is restored.
+            while signal.sigpending() & SUPERVISOR_SIGNALS:
+                signal.sigtimedwait(SUPERVISOR_SIGNALS, 0)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+    def _fork(self, number: int, ready: bool) -> Tuple[int, Optional[int]]:
+        """Start worker ``number``: its pid and, with ``ready``, the read
+        end of a pipe that gets one byte once it listens (EOF if it
+        dies first)."""
+        read_fd, write_fd = os.pipe() if ready else (None, None)
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                for fd in self._pipes + ([read_fd] if ready else []):
+                    os.close(fd)
+                run_waitress(self.gateway_config, self.providers,
+                             self.sockets, Worker(number, parent, write_fd))
+                status = 0
+            except BaseException:
+                logger.exception("Worker %d failed", number)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        if ready:
+            os.close(write_fd)
+            self._pipes.append(read_fd)
+        self.workers[pid] = (number, time.monotonic())
+        return pid, read_fd
+
+    def _start_all(self) -> None:
+        """Fork every worker and wait until each listens; one that stops
+        first fails ``serve`` (its traceback is in the log)."""
+        waiting: Dict[int, Tuple[int, int]] = {}
+        try:
+            for number in range(1, self.count + 1):
+                pid, read_fd = self._fork(number, ready=True)
+                waiting[read_fd] = (pid, number)
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while waiting:
+                left = deadline - time.monotonic()
+                readable = select.select(list(waiting), [], [], left)[0] \
+                    if left > 0 else []
+                if not readable:
+                    raise SystemExit(
+                        "fbgateway: %d worker(s) did not start within %d s"
+                        % (len(waiting), STARTUP_SECONDS))
+                for fd in readable:
+                    pid, number = waiting.pop(fd)
+                    if not os.read(fd, 1):
+                        _, status = os.waitpid(pid, 0)
+                        del self.workers[pid]
+                        raise SystemExit(
+                            "fbgateway: worker %d stopped while starting "
+                            "(%s); its error is in the log" % (
+                                number, _describe(status)))
+        finally:
+            for fd in self._pipes:
+                os.close(fd)
+            self._pipes = []
+
+    def _watch(self) -> None:
+        """Replace workers that end, until SIGTERM or SIGINT."""
+        while True:
+            now = time.monotonic()
+            wait = min([LOOP_SECONDS] + [max(0.0, due - now)
+                                         for due in self.restarts.values()])
+            info = signal.sigtimedwait(SUPERVISOR_SIGNALS, wait)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                logger.log(LOG_LEVEL_NOTICE, "Stopping: no new "
+                           "connections; %d workers finish the requests in "
+                           "progress", len(self.workers))
+                return
+            for pid, number, status, lived in self._reap():
+                quick = 0 if lived >= STABLE_SECONDS else \
+                    self.quick_deaths.get(number, 0) + 1
+                self.quick_deaths[number] = quick
+                delay = min(RESTART_DELAY_MAX, 2.0 ** (quick - 1)) \
+                    if quick else 0.0
+                self.restarts[number] = time.monotonic() + delay
+                logger.warning("Worker %d (pid %d) ended after %.0f s (%s);"
+                               " starting another in %.0f s", number, pid,
+                               lived, _describe(status), delay)
+            now = time.monotonic()
+            for number, due in list(self.restarts.items()):
+                if due > now:
+                    continue
+                try:
+                    pid, _ = self._fork(number, ready=False)
+                except OSError as e:
+                    logger.error("Cannot start worker %d: %s", number, e)
+                    self.restarts[number] = now + RESTART_DELAY_MAX
+                    continue
+                del self.restarts[number]
+                logger.log(LOG_LEVEL_NOTICE, "Worker %d started again "
+                           "(pid %d)", number, pid)
+
+    def _reap(self) -> List[Tuple[int, int, int, float]]:
+        """Workers that ended: [(pid, number, wait status, seconds lived)]."""
+        ended = []
+        for pid in list(self.workers):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                number, started = self.workers.pop(pid)
+                ended.append((pid, number, status,
+                              time.monotonic() - started))
+        return ended
+
+    def _stop_all(self) -> None:
+        """SIGTERM to every worker; they finish their requests in
+        ``[gateway] timeout`` + 5 s or are killed."""
+        for sock in self.sockets:
+            # The workers close their copies on SIGTERM; once all are
+            # closed, new connections are refused.
+            sock.close()
+        self.restarts.clear()
+        for pid in self.workers:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.gateway_config.gateway[
+            "timeout"] + SHUTDOWN_GRACE + 2 * LOOP_SECONDS
+        while self.workers and time.monotonic() < deadline:
+            signal.sigtimedwait(SUPERVISOR_SIGNALS, min(
+                LOOP_SECONDS, max(0.0, deadline - time.monotonic())))
+            for pid, number, status, _ in self._reap():
+                if status:
+                    logger.warning("Worker %d (pid %d) stopped with %s",
+                                   number, pid, _describe(status))
+        for pid, (number, _) in list(self.workers.items()):
+            _signal(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            del self.workers[pid]
+            logger.warning("Worker %d (pid %d) did not stop in time; "
+                           "killed", number, pid)
+        logger.log(LOG_LEVEL_NOTICE, "Stopped")
+
+
+def _signal(pid: int, signal_number: int) -> None:
+    try:
+        os.kill(pid, signal_number)
+    except ProcessLookupError:
+        pass
