@@ -13,8 +13,8 @@ from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                            LookupResult, Period, Reason, Window)
 from gateway.transport.lookup import (LookupContext, ProviderError,
                                       RateLimited)
-from gateway.transport.provider import Provider, no_data
+from gateway.transport.provider import Provider, failure_in_words, no_data
 
 __all__ = ["BUSY", "BUSY_TENTATIVE", "BUSY_UNAVAILABLE", "LookupContext",
            "LookupResult", "Option", "Period", "Provider", "ProviderError",
-           "RateLimited", "Reason", "Window", "no_data"]
+           "RateLimited", "Reason", "Window", "failure_in_words", "no_data"]

@@ -24,7 +24,6 @@ server allows anonymous access.
 """
 
 import datetime
-import json
 import re
 import zoneinfo
 
@@ -96,10 +95,7 @@ class Provider(BaseProvider):
             headers={"Accept": "application/json"},
             params={"name": address, "since": domino_time(window.start),
                     "before": domino_time(window.end)})
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = None
+        answer = response.json()
         message = answer.get("message") if isinstance(answer, dict) else None
         detail = "GET %s answered %d: %.200s" % (
             response.url, response.status,

@@ -165,10 +165,7 @@ class Provider(BaseProvider):
                 "timeMax": rfc3339(window.end),
                 "timeZone": "UTC",
                 "items": [{"id": a} for a in addresses]}).encode("utf-8"))
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = None
+        answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)
         calendars = answer.get("calendars") \

@@ -38,7 +38,7 @@ import zoneinfo
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Option, Period, ProviderError,
-                              Reason, no_data)
+                              Reason, failure_in_words, no_data)
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 
@@ -65,10 +65,6 @@ UNKNOWN_CODES = {"5009", "5016", "errormailrecipientnotfound",
 DENIED_CODES = {"errornofreebusyaccess", "erroraccessdenied",
                 "errorproxyrequestnotallowed", "accessdenied",
                 "erroraccessdeniedfreebusy", "errorfreebusyaccessdenied"}
-UNKNOWN_WORDS = re.compile(r"unable to resolve|not (be )?found|does not exist|"
-                           r"invalid user|no mailbox|not a valid", re.I)
-DENIED_WORDS = re.compile(r"access (is )?denied|no free/?busy access|"
-                          r"not allowed|permission|not authori[sz]ed", re.I)
 #: Whole-request errors that mean our limits exceed the tenant's.
 TOO_BIG = {"ErrorMailboxDataArrayTooBig": "max_addresses",
            "ErrorTimeIntervalTooBig": "max_window_days"}
@@ -174,11 +170,7 @@ def schedule_error(error):
         return LookupResult.failed(Reason.UNKNOWN_USER, detail)
     if code.lower() in DENIED_CODES:
         return LookupResult.failed(Reason.NO_AUTHORITY, detail)
-    if UNKNOWN_WORDS.search(message):
-        return LookupResult.failed(Reason.UNKNOWN_USER, detail)
-    if DENIED_WORDS.search(message):
-        return LookupResult.failed(Reason.NO_AUTHORITY, detail)
-    return LookupResult.failed(Reason.NO_DATA, detail)
+    return failure_in_words(message, detail)
 
 
 def item_periods(items):
@@ -341,10 +333,7 @@ class Provider(BaseProvider):
                 "endTime": {"dateTime": _graph_time(window.end),
                             "timeZone": "UTC"},
                 "availabilityViewInterval": self.interval}).encode("utf-8"))
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = None
+        answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)
         if not isinstance(answer, dict) or \

@@ -35,25 +35,17 @@ grant's access token with ``grant_id = me``).  Own key ``grant_id``.
 
 import datetime
 import json
-import re
 import urllib.parse
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, LookupResult, Option,
-                              Period, ProviderError, Reason, no_data)
+                              Period, ProviderError, Reason,
+                              failure_in_words, no_data)
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 
 #: time_slots statuses; None is free, any other status is BUSY_TENTATIVE.
 STATUS = {"busy": BUSY, "free": None}
 #: Per-email error messages (the provider's words, passed on by Nylas).
-UNKNOWN_WORDS = re.compile(r"unable to resolve|not (be )?found|does not "
-                           r"exist|no such (user|mailbox|calendar)|invalid "
-                           r"(user|e-?mail|address)|no mailbox", re.I)
-DENIED_WORDS = re.compile(r"access (is )?denied|not (allowed|authori[sz]ed|"
-                          r"permitted)|permission|forbidden|no free/?busy "
-                          r"access", re.I)
-THROTTLE_WORDS = re.compile(r"rate.?limit|throttl|too many requests|"
-                            r"quota", re.I)
 #: Error types that mean our credentials are refused.
 REFUSED_TYPES = {"api.authentication_error", "token.unauthorized_access",
                  "unauthorized"}
@@ -77,14 +69,7 @@ def _unix(value):
 def email_error(message):
     """An ``object: "error"`` entry as a failed LookupResult."""
     text = str(message)
-    detail = "Nylas said: %.200s" % text
-    if UNKNOWN_WORDS.search(text):
-        return LookupResult.failed(Reason.UNKNOWN_USER, detail)
-    if DENIED_WORDS.search(text):
-        return LookupResult.failed(Reason.NO_AUTHORITY, detail)
-    if THROTTLE_WORDS.search(text):
-        return LookupResult.failed(Reason.RATE_LIMITED, detail)
-    return LookupResult.failed(Reason.NO_DATA, detail)
+    return failure_in_words(text, "Nylas said: %.200s" % text)
 
 
 def entry_result(entry, window):
@@ -145,10 +130,7 @@ class Provider(BaseProvider):
                 "end_time": int(window.end.timestamp()),
                 "emails": list(addresses),
                 "tentative_as_busy": True}).encode("utf-8"))
-        try:
-            answer = json.loads(response.body)
-        except ValueError:
-            answer = None
+        answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)
         data = answer.get("data") if isinstance(answer, dict) else None

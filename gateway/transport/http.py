@@ -32,6 +32,7 @@ import datetime
 import email.utils
 import heapq
 import itertools
+import json
 import logging
 import math
 import re
@@ -339,6 +340,14 @@ class Response:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        """The body read as JSON; None when it is not JSON (a proxy's HTML
+        page, a cut-off answer), so the caller decides what that means."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
 
 
 class HttpClient:

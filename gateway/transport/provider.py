@@ -16,6 +16,7 @@ the entry-point group ``freebusy_gateway.providers``, then a dotted path
 import datetime
 import importlib
 import pkgutil
+import re
 import logging
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -173,6 +174,30 @@ def load_provider(path: str, provider_config: ProviderConfig,
                    http_factory(provider_config, cls))
     except ValueError as e:
         raise ConfigError("%s: [%s] %s" % (path, section, e)) from None
+
+
+#: Words foreign systems use in per-address error messages, for services
+#: whose codes say less than their texts (Graph's freeBusyError, Nylas).
+UNKNOWN_WORDS = re.compile(
+    r"unable to resolve|not (be )?found|does not exist|no such (user|"
+    r"mailbox|calendar)|invalid (user|e-?mail|address)|no mailbox|"
+    r"not a valid", re.I)
+DENIED_WORDS = re.compile(
+    r"access (is )?denied|no free/?busy access|not (allowed|"
+    r"authori[sz]ed|permitted)|permission|forbidden", re.I)
+THROTTLE_WORDS = re.compile(r"rate.?limit|throttl|too many requests|quota",
+                            re.I)
+
+
+def failure_in_words(text: str, detail: str) -> LookupResult:
+    """A per-address error message as a failed result: unknown user, no
+    authority or rate limited where its words say so, else no data."""
+    for words, reason in ((UNKNOWN_WORDS, Reason.UNKNOWN_USER),
+                          (DENIED_WORDS, Reason.NO_AUTHORITY),
+                          (THROTTLE_WORDS, Reason.RATE_LIMITED)):
+        if words.search(text or ""):
+            return LookupResult.failed(reason, detail)
+    return LookupResult.failed(Reason.NO_DATA, detail)
 
 
 def no_data(addresses, detail: str) -> Dict[str, LookupResult]:
