@@ -68,6 +68,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from lxml import etree
 
 from gateway import xmlsafe
+from gateway.exchange_xml import (DAY_NAMES, NS_E, NS_M, NS_SOAP, NS_T, NSMAP,
+                                  UTC_ZONE, SerializableZone, format_local,
+                                  parse_datetime)
+from gateway.exchange_xml import m as _m, t as _t
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Option, Period, ProviderError,
                               RateLimited, Reason, Window)
@@ -77,11 +81,6 @@ from gateway.vfreebusy import MAX_PEER_BYTES
 
 logger = logging.getLogger(__name__)
 
-NS_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
-NS_M = "http://schemas.microsoft.com/exchange/services/2006/messages"
-NS_T = "http://schemas.microsoft.com/exchange/services/2006/types"
-NS_E = "http://schemas.microsoft.com/exchange/services/2006/errors"
-NSMAP = {"s": NS_SOAP, "m": NS_M, "t": NS_T}
 #: Exchange 2013 and later (and Exchange Online) take this; it is the
 #: first version that returns WorkingElsewhere.
 SERVER_VERSION = "Exchange2013"
@@ -105,18 +104,6 @@ BATCH_TOO_BIG = "ErrorMailboxDataArrayTooBig"
 REFUSED = ("ErrorAccessDenied", "ErrorImpersonateUserDenied",
            "ErrorImpersonationDenied", "ErrorNonExistentMailbox",
            "ErrorInvalidExchangeImpersonationHeaderData")
-DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
-             "Saturday", "Sunday")
-
-
-def _t(name: str) -> str:
-    return "{%s}%s" % (NS_T, name)
-
-
-def _m(name: str) -> str:
-    return "{%s}%s" % (NS_M, name)
-
-
 def _view(value: str) -> str:
     for view in VIEWS:
         if view.lower() == value.strip().lower():
@@ -150,22 +137,10 @@ def _yes_no(value: str) -> bool:
     raise ValueError("must be yes or no")
 
 
-#: Fractions of a second beyond microseconds (.NET writes seven digits).
-_FRACTION = re.compile(r"\.[0-9]+")
-
-
-def _naive_utc(moment: datetime.datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 def _time(text: Optional[str]) -> datetime.datetime:
     """An EWS dateTime: with an offset as written, without one in the
     request's time zone (UTC, see ``_request``)."""
-    text = _FRACTION.sub(lambda m: m.group(0)[:7], (text or "").strip())
-    value = datetime.datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    return parse_datetime(text, UTC)
 
 
 class _TooBig(Exception):
@@ -249,15 +224,7 @@ class Provider(BaseProvider):
         body = etree.SubElement(envelope, s % "Body")
         request = etree.SubElement(body, m % "GetUserAvailabilityRequest")
         # UTC: bias 0 and no daylight saving; naive times are UTC then.
-        zone = etree.SubElement(request, t % "TimeZone")
-        etree.SubElement(zone, t % "Bias").text = "0"
-        for part, month, order in (("StandardTime", "10", "5"),
-                                   ("DaylightTime", "3", "5")):
-            rule = etree.SubElement(zone, t % part)
-            for key, value in (("Bias", "0"), ("Time", "02:00:00"),
-                               ("DayOrder", order), ("Month", month),
-                               ("DayOfWeek", "Sunday")):
-                etree.SubElement(rule, t % key).text = value
+        UTC_ZONE.append_to(request)
         array = etree.SubElement(request, m % "MailboxDataArray")
         for address in addresses:
             data = etree.SubElement(array, t % "MailboxData")
@@ -270,9 +237,9 @@ class Provider(BaseProvider):
         view = etree.SubElement(request, t % "FreeBusyViewOptions")
         time_window = etree.SubElement(view, t % "TimeWindow")
         etree.SubElement(time_window, t % "StartTime").text = \
-            _naive_utc(window.start)
+            format_local(window.start, UTC)
         etree.SubElement(time_window, t % "EndTime").text = \
-            _naive_utc(window.end)
+            format_local(window.end, UTC)
         etree.SubElement(view, t % "MergedFreeBusyIntervalInMinutes"
                          ).text = str(self.extra["interval"])
         etree.SubElement(view, t % "RequestedView").text = self.extra["view"]
@@ -549,7 +516,8 @@ class Provider(BaseProvider):
 def _outside_working_hours(hours, window) -> List[Period]:
     """BUSY-UNAVAILABLE for the window's time outside the WorkingPeriods
     of a ``WorkingHours`` element, in its own SerializableTimeZone."""
-    zone = _SerializableZone(hours.find(_t("TimeZone")))
+    element = hours.find(_t("TimeZone"))
+    zone = UTC if element is None else SerializableZone.from_element(element)
     periods = hours.findall("%s/%s" % (_t("WorkingPeriodArray"),
                                        _t("WorkingPeriod")))
     working = []
@@ -563,9 +531,9 @@ def _outside_working_hours(hours, window) -> List[Period]:
                     ("Weekday" in days and not weekend) or \
                     ("WeekendDay" in days and weekend):
                 midnight = datetime.datetime.combine(day, datetime.time())
-                working.append(tuple(zone.to_utc(
-                    midnight + datetime.timedelta(minutes=int(
-                        period.findtext(_t(key))))) for key in (
+                working.append(tuple((midnight + datetime.timedelta(
+                    minutes=int(period.findtext(_t(key))))).replace(
+                        tzinfo=zone).astimezone(UTC) for key in (
                             "StartTimeInMinutes", "EndTimeInMinutes")))
         day += datetime.timedelta(days=1)
     out, cursor = [], window.start
@@ -577,56 +545,3 @@ def _outside_working_hours(hours, window) -> List[Period]:
     if cursor < window.end:
         out.append(Period(cursor, window.end, BUSY_UNAVAILABLE))
     return [p for p in out if p.end > p.start]
-
-
-class _SerializableZone:
-    """An EWS SerializableTimeZone: UTC = local + Bias (+ the standard or
-    daylight Bias); DayOrder 5 is the last such weekday of the month."""
-
-    def __init__(self, element) -> None:
-        self.bias = 0
-        self.rules = {}
-        if element is None:
-            return
-        self.bias = int(element.findtext(_t("Bias")) or 0)
-        for part in ("StandardTime", "DaylightTime"):
-            rule = element.find(_t(part))
-            if rule is not None:
-                self.rules[part] = (
-                    int(rule.findtext(_t("Bias")) or 0),
-                    datetime.time.fromisoformat(
-                        rule.findtext(_t("Time")) or "00:00:00"),
-                    int(rule.findtext(_t("DayOrder")) or 0),
-                    int(rule.findtext(_t("Month")) or 0),
-                    (rule.findtext(_t("DayOfWeek")) or "Sunday").strip())
-
-    @staticmethod
-    def _change(year, rule) -> Optional[datetime.datetime]:
-        _, at, order, month, weekday = rule
-        if not 1 <= month <= 12 or weekday not in DAY_NAMES:
-            return None
-        first = datetime.date(year, month, 1)
-        shift = (DAY_NAMES.index(weekday) - first.weekday()) % 7
-        day = first + datetime.timedelta(days=shift + 7 * (order - 1))
-        while day.month != month:
-            day -= datetime.timedelta(days=7)
-        return datetime.datetime.combine(day, at)
-
-    def _bias(self, local: datetime.datetime) -> int:
-        standard = self.rules.get("StandardTime")
-        daylight = self.rules.get("DaylightTime")
-        if standard is None:
-            return self.bias
-        if daylight is None or daylight[0] == standard[0]:
-            return self.bias + standard[0]
-        begin = self._change(local.year, daylight)
-        end = self._change(local.year, standard)
-        if begin is None or end is None:
-            return self.bias + standard[0]
-        summer = begin <= local < end if begin < end else \
-            not end <= local < begin
-        return self.bias + (daylight[0] if summer else standard[0])
-
-    def to_utc(self, local: datetime.datetime) -> datetime.datetime:
-        return (local + datetime.timedelta(minutes=self._bias(local))
-                ).replace(tzinfo=UTC)
