@@ -20,6 +20,7 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 from radicale import httputils
 
+from gateway import metrics
 from gateway.addresses import bare_address
 from gateway.model import LookupResult, Reason, Window
 from gateway.transport.http import HOPS_HEADER
@@ -106,8 +107,16 @@ def refusal(app, request) -> Optional[tuple]:
 
 
 def lookup(app, caller: Caller, addresses: Sequence[str], window: Window,
-           hops: int = 0) -> Dict[str, LookupResult]:
-    """A result for every address (as given) under the policy."""
+           hops: int = 0, face: str = "other") -> Dict[str, LookupResult]:
+    """A result for every address (as given) under the policy, counted
+    for ``face`` (gateway.metrics)."""
+    results = _lookup(app, caller, addresses, window, hops)
+    metrics.observe_lookup(face, results)
+    return results
+
+
+def _lookup(app, caller: Caller, addresses: Sequence[str], window: Window,
+            hops: int) -> Dict[str, LookupResult]:
     if not caller.anonymous:
         return app.fanout.lookup(list(addresses), window,
                                  requester=caller.user,

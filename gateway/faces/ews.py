@@ -373,7 +373,8 @@ def _availability(app, request, operation):
         caller = access.Caller.of(request)
         wanted = list(dict.fromkeys(b.address for b in mailboxes
                                     if b.address))
-        results = access.lookup(app, caller, wanted, options.window) \
+        results = access.lookup(app, caller, wanted, options.window,
+                                face="ews") \
             if wanted else {}
         array = sub(answer, m("FreeBusyResponseArray"))
         for mailbox in mailboxes:

@@ -395,7 +395,7 @@ def handle(app, request) -> tuple:
                            max(w.end for w in question.timeslots))
     results = access.lookup(app, caller,
                             ["mailto:" + p.address for p in parties.values()],
-                            lookup_window)
+                            lookup_window, face="findmeetingtimes")
     parties = {k: p._replace(result=results["mailto:" + p.address])
                for k, p in parties.items()}
     if organizer is not None:

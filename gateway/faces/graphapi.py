@@ -110,7 +110,8 @@ def handle(app, request) -> tuple:
     caller = access.Caller.of(request)
     addresses = list(dict.fromkeys("mailto:" + _bare(s)
                                    for s in ask.schedules))
-    results = access.lookup(app, caller, addresses, ask.window)
+    results = access.lookup(app, caller, addresses, ask.window,
+                            face="getschedule")
     value = [schedule_information(
         app, caller, schedule, results["mailto:" + _bare(schedule)], ask,
         zone_name, zone) for schedule in ask.schedules]

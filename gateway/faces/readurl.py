@@ -87,7 +87,8 @@ def handle(app, request) -> tuple:
     caller = access.Caller.of(request)
     result = access.lookup(
         app, caller, ["mailto:" + address], window,
-        hops=access.incoming_hops(environ))["mailto:" + address]
+        hops=access.incoming_hops(environ),
+        face="readurl")["mailto:" + address]
     if not result.ok:
         status = STATUS.get(result.failure, 503)
         if status == 403:

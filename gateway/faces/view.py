@@ -456,7 +456,8 @@ def handle(app, request) -> tuple:
     window = settings.window()
     addresses = {a: "mailto:" + a for a in settings.attendees}
     valid = [m for m in addresses.values() if bare_address(m)]
-    results = access.lookup(app, caller, valid, window) if valid else {}
+    results = access.lookup(app, caller, valid, window,
+                            face="view") if valid else {}
     rows = []
     for address, mailto in addresses.items():
         result = results.get(mailto) or LookupResult.failed(
