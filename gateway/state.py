@@ -7,14 +7,16 @@ another backend can implement it without touching plugins or faces:
 - ``TokenStore``: access tokens of the providers' credentials, with their
   expiry, and a per-key lock so that one thread refreshes while the others
   wait and then reuse its token.
-- ``AnswerCache``: successful foreign answers for ``cache_ttl``, bounded.
+- ``AnswerCache``: successful foreign answers for ``cache_ttl``, bounded,
+  and a claim per answer being fetched (single flight across processes).
 - ``ThrottleMemory``: until when a foreign system asked for a pause.
 - ``PushQueue``: work for the push direction (durable enqueue, lease with
   expiry, ack); the default is a SQLite file.
 
-A Redis backend implements the same methods: keys are strings, times are
-epoch seconds (monotonic only inside one process), values are plain
-tuples of datetimes and strings or bytes.
+gateway/state_redis.py implements the same methods on Redis, for several
+gateway instances: keys are strings, times are epoch seconds (monotonic
+only inside one process), values are plain tuples of datetimes and
+strings or bytes.
 
 This module imports nothing of the gateway.
 """
@@ -93,6 +95,19 @@ class AnswerCache:
         """Keep ``value`` for ``ttl`` seconds; ``cost`` is its size in
         the implementation's units (the fan-out passes periods + 1)."""
         raise NotImplementedError
+
+    def claim(self, key: str, start, end, seconds: float) -> bool:
+        """May this process fetch ``key`` over start..end now?  False
+        when another process sharing the cache is fetching it (for at
+        most ``seconds``): the caller then polls ``get`` and claims again
+        until one of the two succeeds, so N instances make one foreign
+        call.  Inside one process the fan-out's own single flight joins
+        calls, so a cache no other process shares always says True."""
+        return True
+
+    def unclaim(self, key: str, start, end) -> None:
+        """Done fetching (answer stored, or failed): a waiting process
+        may claim at once instead of waiting for the claim to expire."""
 
 
 class MemoryAnswerCache(AnswerCache):
