@@ -2,8 +2,9 @@
 free/busy").
 
 Each rule is probed on the read URL, getSchedule at its three paths, the
-free-busy-query REPORT and the outbox POST, through real gateway
-processes: event details never leave; anonymous callers get 401 unless
+free-busy-query REPORT, the outbox POST, EWS GetUserAvailability,
+findMeetingTimes and the HTML view, through real gateway processes:
+event details never leave; anonymous callers get 401 unless
 ``anonymous_freebusy = yes``, and then see unknown, opted-out and
 foreign addresses exactly as a free local user and never make the
 gateway ask a foreign system (an emulated one records every request);
@@ -22,6 +23,8 @@ from conftest import Gateway
 from emulators.ifb_peer import IfbPeer, utc
 from fbcheck import periods_of, schedule_response
 from icaldata import PRIVATE_WORDS, event, freebusy_request
+from test_ews_face import availability, mailbox_answers
+from test_ews_face import post as ews_post
 from test_getschedule_face import checked
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")
@@ -128,6 +131,38 @@ def every_face(gateway, owner, user):
     return answers
 
 
+def ews(gateway, address, user, view="DetailedMerged"):
+    return ews_post(gateway, availability(
+        [address], "2026-01-05T00:00:00Z", "2026-01-09T00:00:00Z", view),
+        user=user)
+
+
+def find_meeting_times(gateway, address, user):
+    auth = (user, gateway.users[user]) if user else None
+    return requests.post(gateway.url + "/.freebusy/findMeetingTimes", json={
+        "attendees": [{"type": "required",
+                       "emailAddress": {"address": address}}],
+        "timeConstraint": {"activityDomain": "unrestricted", "timeslots": [{
+            "start": {"dateTime": "2026-01-05T08:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-01-05T11:00:00", "timeZone": "UTC"}}]},
+        "meetingDuration": "PT1H"}, auth=auth, timeout=60)
+
+
+def view(gateway, address, user):
+    return gateway.request(
+        "GET", "/.freebusy/view?attendee=%s&start=2026-01-05&days=4&tz=UTC"
+        % address, user=user)
+
+
+def other_faces(gateway, owner, user):
+    """{face: answer} of the faces that answer in their own shapes."""
+    address = owner + "@example.com"
+    return {"EWS": ews(gateway, address, user),
+            "EWS Detailed": ews(gateway, address, user, "Detailed"),
+            "findMeetingTimes": find_meeting_times(gateway, address, user),
+            "view": view(gateway, address, user)}
+
+
 # -- nothing but busy time ever leaves ----------------------------------------
 
 @pytest.mark.parametrize("user", ["bob", "alice"])
@@ -142,6 +177,51 @@ def test_no_face_returns_summary_location_description_or_attendees(
         assert "20260105T090000Z" in text or \
             '"dateTime":"2026-01-05T09:00:00.0000000"' in text.replace(
                 " ", ""), (face, text)
+
+
+@pytest.mark.parametrize("user", ["bob", "alice"])
+def test_ews_finder_and_view_return_no_details_either(closed, user):
+    answers = other_faces(closed, "alice", user)
+    for face, response in answers.items():
+        assert response.status_code == 200, (face, response.text)
+        for secret in SECRETS:
+            assert secret not in response.text, (face, secret)
+    # ... while the busy time itself is there.
+    assert mailbox_answers(answers["EWS"])[0]["merged"][18:20] == "22"
+    assert "2026-01-05T09:00:00Z" in answers["view"].text
+    slots = answers["findMeetingTimes"].json()["meetingTimeSuggestions"]
+    states = {s["meetingTimeSlot"]["start"]["dateTime"][:16]:
+              s["attendeeAvailability"][0]["availability"] for s in slots}
+    # (alice as organizer of her own meeting is never offered her busy
+    # hour at all)
+    assert states.get("2026-01-05T09:00", "busy") == "busy", slots
+    assert states["2026-01-05T08:00"] == "free", slots
+
+
+def test_ews_finder_and_view_refuse_anonymous_callers(closed, peer):
+    asked = len(peer.requests)
+    for address in ("alice@example.com", "dave@fb.example.net"):
+        answers = other_faces(closed, address.split("@")[0], None) \
+            if address.endswith("example.com") else {
+                "findMeetingTimes": find_meeting_times(closed, address, None),
+                "view": view(closed, address, None)}
+        for face, response in answers.items():
+            assert response.status_code == 401, (face, response.text)
+    assert len(peer.requests) == asked
+
+
+def test_an_opted_out_user_is_no_authority_on_ews_finder_and_view(closed):
+    answers = other_faces(closed, "olga", "bob")
+    ews_answer = mailbox_answers(answers["EWS"])[0]
+    assert ews_answer["code"] == "ErrorNoFreeBusyAccess", ews_answer
+    suggestions = answers["findMeetingTimes"].json()["meetingTimeSuggestions"]
+    assert all(a["availability"] == "unknown"
+               for s in suggestions for a in s["attendeeAvailability"])
+    assert 'data-state="error"' in answers["view"].text
+    assert 'data-fbtype' not in answers["view"].text
+    assert ews_answer["events"] == [] and not ews_answer["merged"]
+    own = other_faces(closed, "olga", "olga")
+    assert mailbox_answers(own["EWS"])[0]["merged"][18:20] == "22"
 
 
 # -- anonymous callers --------------------------------------------------------
