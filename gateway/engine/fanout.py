@@ -10,7 +10,8 @@ For a list of calendar user addresses it
   longest window), runs the calls in parallel on that provider's own pool
   (``max_parallel`` threads), and stitches the pieces;
 - makes one foreign call for the same address and window asked at the
-  same moment (single flight, across requests);
+  same moment (single flight, across requests; across gateway instances
+  through the shared cache's claims, gateway.state.AnswerCache.claim);
 - runs the local lookups on their own bounded pool under the same
   deadline;
 - stops waiting at the overall deadline: what has not come back by then
@@ -141,6 +142,8 @@ class FanOut:
         local: List[Tuple[str, str]] = []
         foreign: Dict[str, List[Tuple[str, str]]] = {}
         providers = {}
+        #: addresses another instance is fetching: (address, bare, provider)
+        waiting: List[Tuple[str, str, object]] = []
         for address in addresses:
             kind, target = self.route(address)
             if kind is None:
@@ -167,12 +170,19 @@ class FanOut:
                     results[address] = LookupResult.busy(periods, window,
                                                          nodata)
                     continue
+                if not self._claimed(target, bare, requester, window,
+                                     deadline):
+                    waiting.append((address, bare, target))
+                    continue
                 foreign.setdefault(target.name, []).append((address, bare))
                 providers[target.name] = target
         jobs = self._submit(providers, foreign, window, context)
         local_jobs = [(address, self._local_pool.submit(
             self._local_call, address, user, window, requester,
             set(requester_groups or ()))) for address, user in local]
+        if waiting:
+            jobs += self._await_others(waiting, window, context, results,
+                                       providers, foreign)
         futures = [job[3] for job in jobs] + [f for _, f in local_jobs]
         if futures:
             concurrent.futures.wait(futures, timeout=max(
@@ -182,6 +192,71 @@ class FanOut:
         results.update(self._collect(providers, foreign, jobs, window,
                                      requester))
         return {a: results[a] for a in addresses}
+
+    # -- single flight across instances ------------------------------------
+
+    def _cache_ttl(self, provider) -> float:
+        ttl = provider.options.get("cache_ttl")
+        return self.default_cache_ttl if ttl is None else ttl
+
+    def _claimed(self, provider, bare, requester, window, deadline) -> bool:
+        """May this instance ask ``provider`` now, or is another instance
+        sharing the cache asking it already?  Without caching there is
+        nothing to share, so every instance asks."""
+        if self._cache_ttl(provider) <= 0:
+            return True
+        return self.cache.claim(cache_key(provider, bare, requester),
+                                window.start, window.end,
+                                max(0.001, deadline - time.monotonic()))
+
+    def _unclaim(self, provider, bare, requester, window) -> None:
+        if self._cache_ttl(provider) > 0:
+            self.cache.unclaim(cache_key(provider, bare, requester),
+                               window.start, window.end)
+
+    def _await_others(self, waiting, window: Window, context: LookupContext,
+                      results, providers, foreign):
+        """Wait for answers other instances are fetching: poll the shared
+        cache until each lands, or ask the provider here once the other
+        instance gave up (its claim released without an answer, or
+        expired).  Addresses asked here join ``foreign`` and their calls
+        are returned as jobs; what has neither by the deadline is timed
+        out, never free."""
+        jobs = []
+        pause = 0.01
+        while waiting:
+            still = []
+            for address, bare, target in waiting:
+                cached = self.cache.get(
+                    cache_key(target, bare, context.requester),
+                    window.start, window.end)
+                if cached is not None:
+                    periods, nodata = cached
+                    results[address] = LookupResult.busy(periods, window,
+                                                         nodata)
+                elif self._claimed(target, bare, context.requester, window,
+                                   context.deadline):
+                    providers[target.name] = target
+                    foreign.setdefault(target.name, []).append(
+                        (address, bare))
+                    jobs += self._submit({target.name: target}, {
+                        target.name: [(address, bare)]}, window, context)
+                else:
+                    still.append((address, bare, target))
+            waiting = still
+            left = context.deadline - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(0.2, pause * 2)
+        for address, _, target in waiting:
+            logger.warning("Provider %s: another instance's answer for %s "
+                           "did not come within %.3g s", target.name,
+                           address, self.timeout)
+            results[address] = LookupResult.failed(
+                Reason.TIMED_OUT, "%s did not answer within %.3g s" % (
+                    target.name, self.timeout))
+        return jobs
 
     # -- local lookups ----------------------------------------------------
 
@@ -329,11 +404,11 @@ class FanOut:
         out = {}
         for name, pairs in foreign.items():
             provider = providers[name]
-            ttl = provider.options.get("cache_ttl")
-            ttl = self.default_cache_ttl if ttl is None else ttl
+            ttl = self._cache_ttl(provider)
             for address, bare in pairs:
                 result = _stitched(pieces[(name, bare)], window)
                 if not result.ok:
+                    self._unclaim(provider, bare, requester, window)
                     out[address] = result
                     continue
                 self.cache.put(cache_key(provider, bare, requester),
@@ -341,6 +416,7 @@ class FanOut:
                                (result.periods, result.nodata), ttl,
                                cost=len(result.periods) +
                                len(result.nodata) + 1)
+                self._unclaim(provider, bare, requester, window)
                 out[address] = result
         return out
 
