@@ -12,7 +12,6 @@ import base64
 import functools
 import io
 import logging
-import os
 import time
 import urllib.parse
 from typing import List, Optional
@@ -31,7 +30,8 @@ from gateway.faces import (access, autodiscover, ews, finder, graphapi,
 from gateway.engine.fanout import FanOut
 from gateway.engine.push import PushWorker
 from gateway.model import LookupResult, Reason
-from gateway.state import SqlitePushQueue
+from gateway.state import PushQueue
+from gateway.stores import Stores
 from gateway.transport import auth
 from gateway.transport.http import HttpClient
 from gateway.engine.calendar_object import Limits
@@ -49,14 +49,11 @@ XML = {"Content-Type": "application/xml; charset=utf-8"}
 _NOT_ON_BOXES = ("GET", "HEAD", "PUT", "DELETE", "MOVE")
 
 
-def open_queue(gateway_config: GatewayConfig) -> SqlitePushQueue:
-    """The push queue ``[gateway] queue`` names (default: a SQLite file
+def open_queue(gateway_config: GatewayConfig) -> PushQueue:
+    """The push queue ``[gateway] queue`` names: a SQLite file (default:
     in Radicale's storage folder, so it lives and is backed up with the
-    calendars)."""
-    path = gateway_config.gateway["queue"] or os.path.join(
-        gateway_config.radicale.get("storage", "filesystem_folder"),
-        ".freebusy-push-queue.sqlite")
-    return SqlitePushQueue(path)
+    calendars) or a Redis that several instances share."""
+    return Stores.of(gateway_config).open_queue()
 
 
 def _bad_request(text: str):
@@ -68,22 +65,30 @@ def _multistatus(body: bytes):
     return 207, XML, body, None
 
 
-def http_client_for(provider_config, provider_class=None) -> HttpClient:
+def http_client_for(provider_config, provider_class=None,
+                    shared: Optional[Stores] = None) -> HttpClient:
     """The one HTTP client a provider gets, from its common ini keys;
     credentials, client certificate and CA file as gateway.transport.auth
-    reads them (ValueError naming the key for a wrong combination)."""
+    reads them (ValueError naming the key for a wrong combination);
+    tokens and pauses where ``shared`` keeps them (default: this
+    process)."""
     options = provider_config.options
     authenticator, verify, cert = auth.build(
         provider_config.name, options,
         accepted=getattr(provider_class, "AUTH_KINDS", auth.DEFAULT_KINDS),
         scopes=getattr(provider_class, "AUTH_SCOPES", None),
-        type_name=options["type"])
+        type_name=options["type"],
+        store=shared.tokens() if shared else None)
     return HttpClient(options["url"], options["timeout"], verify=verify,
-                      cert=cert, authenticator=authenticator)
+                      cert=cert, authenticator=authenticator,
+                      throttle=shared.throttle_for(provider_config.name)
+                      if shared else None)
 
 
 def load_providers(gateway_config: GatewayConfig):
-    return [load_provider(gateway_config.path, p, http_client_for)
+    factory = functools.partial(http_client_for,
+                                shared=Stores.of(gateway_config))
+    return [load_provider(gateway_config.path, p, factory)
             for p in gateway_config.providers]
 
 
@@ -174,10 +179,19 @@ class GatewayApplication(radicale.Application):
         #: Requests per caller on the /.freebusy/, Graph and EWS routes.
         self.request_counter = access.RequestCounter(
             options["requests_per_minute"])
+        #: Where answers, peers' pushes and the queue are kept (Redis
+        #: when instances share them: gateway.stores).
+        self.stores = Stores.of(gateway_config)
         self.fanout = FanOut(options["domains"], self._lookup_local,
                              self.providers, options["cache_ttl"],
                              options["timeout"], options["max_hops"],
-                             local_username=self.local_users.rule)
+                             local_username=self.local_users.rule,
+                             cache=self.stores.answers(),
+                             pushed=self.stores.pushed())
+        #: Tells other instances on the same storage what was written
+        #: here, and hears what they wrote (None without Redis).
+        self.change_signal = None if admin else \
+            self.stores.change_signal(self._changed_elsewhere)
         #: Pushes local free/busy out (None when no provider publishes).
         self.push = None if admin else self._push_worker()
         if self.push is not None:
@@ -191,7 +205,7 @@ class GatewayApplication(radicale.Application):
             return None
         options = self.gateway_options
         return PushWorker(
-            open_queue(self.gateway_config), publishing, self._own_busy,
+            self.stores.open_queue(), publishing, self._own_busy,
             self.local_user_names,
             lambda user: self.local_users.addresses_of(user)[0][7:],
             options["push_window_days"],
@@ -216,7 +230,10 @@ class GatewayApplication(radicale.Application):
 
     def _changed(self, path: str) -> None:
         """A write under ``path`` succeeded: its owner's free/busy may
-        have changed, so it is pushed (coalesced with other changes)."""
+        have changed, so it is pushed (coalesced with other changes), and
+        other instances on the same storage are told."""
+        if self.change_signal is not None:
+            self.change_signal.publish(path.strip("/"))
         owner = path.strip("/").split("/", 1)[0]
         if self.push is not None and owner and not owner.startswith("."):
             try:
@@ -224,6 +241,14 @@ class GatewayApplication(radicale.Application):
             except Exception:
                 # The write stands; the daily republish catches up.
                 logger.exception("Could not queue the push of %s", owner)
+
+    def _changed_elsewhere(self, path: str) -> None:
+        """Another instance wrote under ``path`` ("": anything may have
+        changed): the local engine stops trusting its stat-based view of
+        it.  An engine without ``invalidate`` has its stat check only."""
+        invalidate = getattr(self.local, "invalidate", None)
+        if invalidate is not None:
+            invalidate(path)
 
     # -- who may see whose free/busy, and who must log in first -----------
 
@@ -584,14 +609,15 @@ for _method in _NOT_ON_BOXES:
 
 
 def _pushing_changes(method: str, inner):
-    """``inner`` (a do_METHOD), then a push of the owner's free/busy is
-    queued if it wrote something (Radicale's own hook mechanism is told
-    nothing of the result)."""
+    """``inner`` (a do_METHOD), then, if it wrote something, a push of
+    the owner's free/busy is queued and other instances are told
+    (Radicale's own hook mechanism is told nothing of the result)."""
     def handler(self, environ, base_prefix, path, user, user_groups,
                 request_info):
         answer = inner(self, environ, base_prefix, path, user, user_groups,
                        request_info)
-        if self.push is not None and str(answer[0])[:1] == "2":
+        if (self.push is not None or self.change_signal is not None) and \
+                str(answer[0])[:1] == "2":
             self._changed(path)
             if method == "MOVE":
                 self._changed(urllib.parse.urlsplit(
