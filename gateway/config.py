@@ -354,8 +354,22 @@ def _parse_section(path: str, section: str, raw: Dict[str, str],
                 option.parse in (str, domain_list) else None
         except ValueError as e:
             raise ConfigError("%s: [%s] bad value for %r: %r: %s" % (
-                path, section, key, raw_value, e)) from None
+                path, section, key, _shown(key, raw_value), e)) from None
     return values, extra
+
+
+#: Keys whose values are secrets, or URLs that may carry one.
+SECRET_KEYS = ("password", "token", "client_secret", "cache", "queue")
+
+
+def _shown(key: str, value: str) -> str:
+    """A value as an error message may show it: secrets hidden, and the
+    password of a URL (redis://:pw@host) replaced."""
+    if key in ("password", "token", "client_secret"):
+        return "***"
+    if key in SECRET_KEYS:
+        return re.sub(r"(://[^/@]*:)[^/@]*@", r"\1***@", value)
+    return value
 
 
 def load(path: str) -> GatewayConfig:

@@ -68,3 +68,14 @@ def test_request_counter_allows_bursts_then_asks_to_wait():
     assert 0 < wait <= 20
     assert counter.wait_needed("b") == 0      # callers are counted apart
     assert RequestCounter(0).wait_needed("a") == 0
+
+
+def test_a_bad_redis_url_is_named_without_its_password(tmp_path):
+    from gateway.config import load
+    path = write_gateway_files(tmp_path, {"alice": "pw"}, None,
+                               "example.com",
+                               "cache = redis://:s3cret@host:6379/x y\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(path))
+    assert "'cache'" in str(info.value)
+    assert "s3cret" not in str(info.value)
