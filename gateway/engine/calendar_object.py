@@ -332,6 +332,13 @@ class BusyObject:
             = collections.OrderedDict()
         self._chunks_cost = 0
         self._rules_cost = 0
+        #: grows whenever the periods that hold in every month change (a
+        #: series that cannot be expanded joins them), so the busy index
+        #: knows to take them again
+        self.fixed_version = 0
+        #: some series gave up on the time limit: what it counts depends
+        #: on the machine's load, so it is not kept across restarts
+        self.timed_out = False
         self._lock = threading.Lock()
         self._text_cost = int(len(text) * TEXT_COST) + 1
         try:
@@ -467,6 +474,54 @@ class BusyObject:
         if self._fixed_changed:
             self._fixed_index()
 
+    # -- for the busy index ------------------------------------------------
+
+    @property
+    def recurring(self) -> bool:
+        """Has series expanded month by month (``month_busy``)."""
+        return bool(self._series)
+
+    def fixed_busy(self) -> Tuple[List[Period],
+                                  List[Tuple[Period, frozenset]]]:
+        """The periods that hold whatever the month (single events,
+        VFREEBUSY, fallbacks), coalesced, and the declined ones."""
+        return self._fixed_chunk.periods, self._fixed_chunk.declined
+
+    def month_busy(self, start: datetime.datetime,
+                   deadline: Optional[float] = None
+                   ) -> Tuple[List[Period], List[Tuple[Period, frozenset]],
+                              bool]:
+        """The series' busy time in the UTC month from ``start``, clipped
+        to it (``fixed_busy`` not included), and whether it is complete.
+
+        Incomplete (False) when the month could not be expanded before
+        ``deadline`` or another request is expanding this object: then the
+        month is BUSY from the series' first instance on, for this answer
+        only.  The month is not kept here: the busy index keeps it."""
+        if not self._series:
+            return [], [], True
+        wait = -1 if deadline is None else max(0.0,
+                                               deadline - time.monotonic())
+        if not self._lock.acquire(timeout=wait):
+            return [self._unexpanded(start)], [], False
+        try:
+            chunk = self._chunks.get(start)
+            if chunk is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    return [self._unexpanded(start)], [], False
+                chunk = self._expand_chunk(start)
+            if self._fixed_changed:
+                self._fixed_index()
+            return chunk.periods, chunk.declined, True
+        except Exception as e:  # last resort: never free, never a 500
+            logger.exception("Calendar object %s failed for the month of "
+                             "%s", self.origin, start)
+            self._warn("cannot be answered (%s); counting the month as "
+                       "busy" % _short(e))
+            return [Period(start, next_month(start), BUSY)], [], False
+        finally:
+            self._lock.release()
+
     def _unexpanded(self, start: datetime.datetime) -> Period:
         earliest = min(s.earliest for s in self._series)
         return Period(max(start, earliest), max(next_month(start),
@@ -477,6 +532,7 @@ class BusyObject:
     def _fixed_index(self) -> None:
         self._fixed_chunk = _Chunk(self._fixed, self._fixed_declined)
         self._fixed_changed = False
+        self.fixed_version += 1
 
     def _expand_single(self, series: _Series) -> None:
         """A series without rules (maybe with overrides): its occurrences
@@ -597,6 +653,8 @@ class BusyObject:
 
     def _give_up(self, components: List, error: BaseException) -> None:
         """A series that cannot be expanded counts as busy over its span."""
+        if isinstance(error, TimeLimitExceeded):
+            self.timed_out = True
         reason = ("expansion took longer than %g s" % self.limits.seconds
                   if isinstance(error, TimeLimitExceeded) else _short(error))
         self._warn("has a recurrence that cannot be expanded (%s); counting "

@@ -23,11 +23,14 @@ from radicale import pathutils, storage as radicale_storage
 from radicale.app.base import Access
 
 from gateway import timezones
+from gateway.engine import busy_index
 from gateway.engine.availability import availability_periods
+from gateway.engine.busy_index import Busy, CollectionIndex, Record
 from gateway.engine.calendar_object import (BusyObject, Limits,
-                                     availability_components, months)
-from gateway.model import (BUSY_UNAVAILABLE, LookupResult, Period, Reason,
-                           Window)
+                                     availability_components)
+from gateway.engine.disk_cache import DiskCache
+from gateway.model import (BUSY, BUSY_UNAVAILABLE, LookupResult, Period,
+                           Reason, Window)
 from gateway.engine.watchdog import TimeLimitExceeded, time_limit
 
 logger = logging.getLogger(__name__)
@@ -66,13 +69,20 @@ _ALL_TIME = (-(1 << 62), 1 << 62)
 #: Depth: infinity walks at most this deep and this many collections.
 MAX_DEPTH = 8
 MAX_COLLECTIONS = 2000
+#: Rounds of (refresh, expand, install) one answer may take while other
+#: requests keep changing the calendar; after them, what is still open
+#: is busy for that answer.
+MAX_ATTEMPTS = 3
+#: Keep busy indexes on disk (gateway/engine/disk_cache.py).
+DISK_CACHE = True
 
 
 class _Listing:
     """What the engine last saw of one collection."""
 
     __slots__ = ("fingerprints", "etags", "ranges", "zone_text",
-                 "folder_mark", "scanned_at", "lock", "racy")
+                 "folder_mark", "scanned_at", "lock", "racy", "index",
+                 "loaded", "folder")
 
     def __init__(self) -> None:
         self.fingerprints: Dict[str, Fingerprint] = {}
@@ -91,6 +101,12 @@ class _Listing:
         #: One query at a time refreshes a collection; other collections
         #: (other users) are never held up by it.
         self.lock = threading.Lock()
+        #: The collection's merged busy time (gateway.engine.busy_index).
+        self.index = CollectionIndex()
+        #: The disk cache was looked at (once per process and zone).
+        self.loaded = False
+        #: The collection's folder (file storage only), for the disk cache.
+        self.folder: Optional[str] = None
 
 
 class LocalEngine:
@@ -99,8 +115,8 @@ class LocalEngine:
     def __init__(self, radicale_storage, rights,
                  limits: Limits = Limits(), max_cost: int = 500000,
                  answer_seconds: float = 10.0,
-                 addresses_of: Callable[[str], Iterable[str]] = lambda _: ()
-                 ) -> None:
+                 addresses_of: Callable[[str], Iterable[str]] = lambda _: (),
+                 disk_cache: bool = True) -> None:
         self._storage = radicale_storage
         #: A user's calendar user addresses, to skip what they declined.
         self.addresses_of = addresses_of
@@ -109,16 +125,23 @@ class LocalEngine:
         #: Time one answer may spend expanding, when the caller gives no
         #: deadline ([gateway] timeout).
         self.answer_seconds = answer_seconds
-        #: Most the object cache may hold, in BusyObject.cost units
-        #: (about one period or four cached datetimes, some 400 bytes).
+        #: Most the object cache and the busy indexes may hold together,
+        #: in BusyObject.cost units (about one period or four cached
+        #: datetimes, some 400 bytes); each gets half.
         self.max_cost = max_cost
-        self._objects: "collections.OrderedDict[Tuple[str, str], BusyObject]" \
-            = collections.OrderedDict()
-        self._costs: Dict[Tuple[str, str], int] = {}
+        self._objects: "collections.OrderedDict[Tuple[str, ...], " \
+            "BusyObject]" = collections.OrderedDict()
+        self._costs: Dict[Tuple[str, ...], int] = {}
         self._cost = 0
         self._cache_lock = threading.Lock()
-        self._listings: Dict[str, _Listing] = {}
+        #: by collection path, least recently used first
+        self._listings: "collections.OrderedDict[str, _Listing]" = \
+            collections.OrderedDict()
+        self._index_costs: Dict[str, int] = {}
         self._listings_lock = threading.Lock()
+        #: Indexes kept on disk beside Radicale's item cache, so a restart
+        #: does not start from nothing (None: off, or not wanted).
+        self.disk = DiskCache(limits) if disk_cache and DISK_CACHE else None
 
     # -- one calendar -----------------------------------------------------
 
@@ -126,92 +149,239 @@ class LocalEngine:
                          excluding: frozenset = frozenset(),
                          deadline: Optional[float] = None) -> List[Period]:
         """Busy periods of one calendar collection (the caller holds
-        Radicale's storage lock).
+        Radicale's storage lock), clipped to ``window`` and coalesced.
 
-        Not clipped or merged: callers normalise once over all sources.
         Occurrences declined by an address in ``excluding`` are left out.
         Expansion still missing at ``deadline`` (time.monotonic(); default
         ``answer_seconds`` from now) counts as busy for this answer.
+        """
+        return busy_index.periods_of(self.calendar_busy(
+            collection, window, excluding, deadline))
+
+    def calendar_busy(self, collection, window: Window,
+                      excluding: frozenset = frozenset(),
+                      deadline: Optional[float] = None) -> Busy:
+        """``calendar_periods`` as the busy index keeps it: per FBTYPE,
+        sorted, coalesced POSIX seconds inside ``window``.
+
+        Warm, this is a lookup in the months of the window and a copy.
+        Otherwise: under the collection's lock the listing is brought up
+        to date and the months of the window are built from what the
+        index keeps; recurring objects are expanded for the months still
+        missing without that lock (each object has its own, and the
+        deadline); their months are installed under the lock again.
         """
         if deadline is None:
             deadline = time.monotonic() + self.answer_seconds
         zone_text = collection.get_meta(TIMEZONE_KEY) or ""
         zone = timezones.zone_from_calendar_timezone(zone_text)
         with self._listings_lock:
-            listing = self._listings.setdefault(collection.path, _Listing())
-        with listing.lock:
-            objects = self._objects_of(collection, listing, zone_text, zone,
-                                       window)
-        periods: List[Period] = []
-        month_starts = months(window)
-        for key, busy_object in objects:
-            periods.extend(busy_object.periods(window, excluding,
-                                               month_starts, deadline))
-        self._account(objects)
-        components = availability_components(o for _, o in objects)
-        if components:
-            periods.extend(self._availability(components, window))
-        return periods
+            listing = self._listings.get(collection.path)
+            if listing is None:
+                listing = self._listings[collection.path] = _Listing()
+            else:
+                self._listings.move_to_end(collection.path)
+        keys = busy_index.month_keys(window)
+        low = busy_index.seconds(window.start)
+        high = busy_index.seconds_up(window.end)
+        extra: List[Period] = []
+        used: List[Tuple[Tuple[str, ...], BusyObject]] = []
+        for attempt in range(MAX_ATTEMPTS):
+            with listing.lock:
+                tasks, available = self._prepare(collection, listing,
+                                                 zone_text, zone, keys,
+                                                 window, used)
+            done = [(task, task[3].month_busy(
+                busy_index.moment(task[0].key), deadline))
+                for task in tasks]
+            with listing.lock:
+                extra = self._install(listing, done, excluding)
+                covered = {(task[0].key, task[1]) for task, _ in done}
+                index = listing.index
+                months = [index.months.get(key) for key in keys]
+                open_parts = [(key, href) for key, month in zip(keys, months)
+                              if month is not None
+                              for href in month.pending
+                              if (key, href) not in covered]
+                if None not in months and not open_parts:
+                    answer = index.answer(keys, low, high, excluding)
+                    break
+                if attempt == MAX_ATTEMPTS - 1:
+                    # Changes kept arriving: what is still open is busy
+                    # for this answer, never free.
+                    open_months = {key for key, _ in open_parts}
+                    extra.extend(Period(
+                        busy_index.moment(key), busy_index.moment(
+                            busy_index.month_end(key)), BUSY)
+                        for key, month in zip(keys, months)
+                        if month is None or key in open_months)
+                    answer = index.answer(
+                        [k for k, m in zip(keys, months) if m is not None],
+                        low, high, excluding)
+        self._account(used, collection.path, listing)
+        if available:
+            extra.extend(self._availability(
+                availability_components(available), window))
+        if extra:
+            answer = busy_index.merge(
+                [answer, busy_index.busy_of_periods(extra, window)])
+        return answer
 
-    def _objects_of(self, collection, listing: _Listing, zone_text: str,
-                    zone: datetime.tzinfo, window: Window
-                    ) -> List[Tuple[Tuple[str, str], BusyObject]]:
-        """The objects of ``collection`` that may have busy time in
-        ``window``, built from the cache where their etag is unchanged."""
+    def _prepare(self, collection, listing: _Listing, zone_text: str,
+                 zone: datetime.tzinfo, keys: List[int], window: Window,
+                 used: List) -> Tuple[List[Tuple], List[BusyObject]]:
+        """Bring ``listing`` and its index up to date for months ``keys``
+        (the caller holds ``listing.lock``).  Returns what is left to
+        expand, as (month, href, etag, object), and the objects with
+        VAVAILABILITY that reach ``window``."""
         if listing.zone_text != zone_text:
-            self._drop_keys([(e, listing.zone_text or "")
-                             for e in listing.etags.values()])
+            self._drop_keys([self._key(collection.path, href, etag,
+                                       listing.zone_text or "")
+                             for href, etag in listing.etags.items()])
             listing.etags.clear()
             listing.ranges.clear()
             listing.fingerprints.clear()
             listing.folder_mark = None
             listing.zone_text = zone_text
+            listing.index = CollectionIndex()
+            listing.loaded = False
+        if not listing.loaded:
+            listing.loaded = True
+            if self.disk is not None and _file_fingerprints_possible(
+                    collection):
+                listing.folder = collection._filesystem_path
+                self.disk.load(collection, listing)
         items: Dict[str, object] = {}
         raw: Dict[str, BusyObject] = {}
+        index = listing.index
         if not (self._unchanged_folder(collection, listing) and
                 not listing.racy):
-            self._refresh(collection, listing, zone_text, items, raw)
-        # Radicale computes ranges with floating times as UTC; a calendar
-        # time zone moves them by at most 14 hours.
+            changed = self._refresh(collection, listing, zone_text, items,
+                                    raw)
+            if changed:
+                index.invalidate(changed, listing.ranges)
+        months = [index.month(key, listing.ranges) for key in keys]
+        index.trim(keys)
+        wanted = set()
+        for month in months:
+            wanted |= month.pending
+        objects = self._objects_of(collection, listing, zone_text, zone,
+                                   sorted(wanted), items, raw, used)
+        for href, busy_object in objects.items():
+            if href not in index.records:
+                index.add_record(href, _record(listing.etags[href],
+                                               busy_object))
         low = _timestamp(window.start - _FLOATING_SLACK)
         high = _timestamp(window.end + _FLOATING_SLACK)
-        objects = []
+        available = sorted(href for href in index.available
+                           if href in listing.ranges and not (
+                               listing.ranges[href][1] < low or
+                               listing.ranges[href][0] > high))
+        if any(href not in objects for href in available):
+            objects.update(self._objects_of(
+                collection, listing, zone_text, zone,
+                [h for h in available if h not in objects], items, raw,
+                used))
+        tasks = []
+        for month in months:
+            index.settle(month)
+            for href in month.pending:
+                busy_object = objects.get(href)
+                if busy_object is not None:
+                    tasks.append((month, href, listing.etags[href],
+                                  busy_object))
+        return tasks, [objects[h] for h in available if h in objects]
+
+    def _install(self, listing: _Listing, done: List,
+                 excluding: frozenset) -> List[Period]:
+        """Put expanded months into the index (the caller holds
+        ``listing.lock``); what cannot be kept (incomplete, or the object
+        changed meanwhile) is returned to count for this answer only."""
+        index = listing.index
+        extra: List[Period] = []
+        for (month, href, etag, busy_object), (periods, declined,
+                                              complete) in done:
+            record = index.records.get(href)
+            if complete and record is not None and record.etag == etag \
+                    and listing.etags.get(href) == etag:
+                if busy_object.fixed_version != record.version:
+                    fresh = _record(etag, busy_object)
+                    if (fresh.fixed, fresh.declined) != (record.fixed,
+                                                         record.declined):
+                        index.refresh_fixed(href, fresh, listing.ranges)
+                    else:
+                        record.version = fresh.version
+                        record.persist = fresh.persist
+                if index.install(month, href, busy_index.pack(
+                        periods, month.key, month.end),
+                        busy_index.pack_declined(declined, month.key,
+                                                 month.end)):
+                    continue
+            fixed, fixed_declined = busy_object.fixed_busy()
+            extra.extend(periods)
+            extra.extend(fixed)
+            extra.extend(p for p, who in declined + fixed_declined
+                         if not who & excluding)
+        return extra
+
+    def _objects_of(self, collection, listing: _Listing, zone_text: str,
+                    zone: datetime.tzinfo, hrefs: List[str],
+                    items: Dict[str, object], raw: Dict[str, BusyObject],
+                    used: List) -> Dict[str, BusyObject]:
+        """BusyObjects of ``hrefs``: from the cache where their etag is
+        unchanged, else built from the items just read (``items``,
+        ``raw``) or read now in one batch.  Only objects that are needed
+        again later (recurring, VAVAILABILITY) are kept in the cache: the
+        index keeps everything of the others."""
+        out: Dict[str, BusyObject] = {}
         missing = []
-        for href, etag in listing.etags.items():
-            start, end = listing.ranges[href]
-            if end < low or start > high:
+        for href in hrefs:
+            etag = listing.etags.get(href)
+            if etag is None:
                 continue
-            key = (etag, zone_text)
+            key = self._key(collection.path, href, etag, zone_text)
             with self._cache_lock:
                 busy_object = self._objects.get(key)
                 if busy_object is not None:
                     self._objects.move_to_end(key)
-            if busy_object is not None:
-                objects.append((key, busy_object))
-            elif href in raw or href in items:
-                objects.append((key, self._keep(
-                    key, raw.get(href) or self._build(collection,
-                                                      items[href], zone))))
-            else:
+            if busy_object is None and href in raw:
+                busy_object = raw[href]
+            elif busy_object is None and href in items:
+                busy_object = self._build(collection, items[href], zone)
+            if busy_object is None:
                 missing.append((href, key))
-        # Unchanged items whose objects were evicted: read in one batch
-        # (each get_multi lists the folder).
+                continue
+            out[href] = busy_object
+            used.append((key, busy_object))
+        # Unchanged items whose objects were evicted or never kept: read
+        # in one batch (each get_multi lists the folder).
         read = self._read_items(collection, [h for h, _ in missing]) \
             if missing else {}
         for href, key in missing:
             item = read.get(href)
             if item is not None:
-                objects.append((key, self._keep(
-                    key, item if isinstance(item, BusyObject)
-                    else self._build(collection, item, zone))))
-        return objects
+                busy_object = item if isinstance(item, BusyObject) \
+                    else self._build(collection, item, zone)
+                out[href] = busy_object
+                used.append((key, busy_object))
+        for key, busy_object in used:
+            if (busy_object.recurring or busy_object.availability) and \
+                    key not in self._costs:
+                self._keep(key, busy_object)
+        return out
+
+    @staticmethod
+    def _key(path: str, href: str, etag: str,
+             zone_text: str) -> Tuple[str, ...]:
+        return (path, href, etag, zone_text)
 
     def _refresh(self, collection, listing: _Listing, zone_text: str,
                  items: Dict[str, object], raw: Dict[str, BusyObject]
-                 ) -> None:
+                 ) -> List[str]:
         """Bring ``listing`` up to date with the collection's files; the
         items and raw objects read on the way are left in ``items`` and
-        ``raw`` for the caller."""
+        ``raw`` for the caller.  Returns the hrefs added, changed or
+        gone."""
         old_etags = dict(listing.etags)
         fingerprints = _file_fingerprints(collection)
         if fingerprints is None:
@@ -245,17 +415,21 @@ class LocalEngine:
             listing.racy = None in fingerprints.values()
         # Objects replaced or deleted since the last look leave the cache
         # now instead of waiting to be evicted.
-        self._drop_keys([(etag, zone_text) for href, etag in
-                         old_etags.items()
-                         if listing.etags.get(href) != etag])
+        gone = [href for href, etag in old_etags.items()
+                if listing.etags.get(href) != etag]
+        self._drop_keys([self._key(collection.path, href, old_etags[href],
+                                   zone_text) for href in gone])
+        return gone + [href for href in listing.etags
+                       if href not in old_etags]
 
-    def _keep(self, key: Tuple[str, str],
+    def _keep(self, key: Tuple[str, ...],
               busy_object: BusyObject) -> BusyObject:
         """Put a newly built object into the cache and count its cost."""
         with self._cache_lock:
-            self._objects[key] = busy_object
-            self._costs[key] = cost = busy_object.cost
-            self._cost += cost
+            if key not in self._costs:
+                self._objects[key] = busy_object
+                self._costs[key] = cost = busy_object.cost
+                self._cost += cost
         return busy_object
 
     def _remember(self, listing: _Listing, href: str, item) -> None:
@@ -314,23 +488,44 @@ class LocalEngine:
         return BusyObject(item.serialize(), zone, self.limits,
                           origin="/%s/%s" % (collection.path, item.href))
 
-    def _account(self, objects) -> None:
-        """Update the cache's cost after a query; evict the least
-        recently used objects while it is over ``max_cost``."""
-        changed = [(key, busy_object.cost) for key, busy_object in objects]
+    def _account(self, used: List, path: str, listing: _Listing) -> None:
+        """Update the caches' costs after a query and keep each within
+        its half of ``max_cost``: least recently used objects go first,
+        then the indexes of least recently used calendars, then months
+        of this one outside the window just asked."""
         costs = self._costs
-        changed = [(key, cost) for key, cost in changed
-                   if costs.get(key, cost) != cost]
-        if not changed and self._cost <= self.max_cost:
+        changed = [(key, busy_object.cost) for key, busy_object in used
+                   if key in costs and costs[key] != busy_object.cost]
+        half = self.max_cost // 2
+        if changed or self._cost > half:
+            with self._cache_lock:
+                for key, cost in changed:
+                    if key in self._costs:
+                        self._cost += cost - self._costs[key]
+                        self._costs[key] = cost
+                while self._cost > half and self._objects:
+                    key, _ = self._objects.popitem(last=False)
+                    self._cost -= self._costs.pop(key, 0)
+        index = listing.index
+        if not index.dirty and path in self._index_costs:
             return
-        with self._cache_lock:
-            for key, cost in changed:
-                if key in self._costs:
-                    self._cost += cost - self._costs[key]
-                    self._costs[key] = cost
-            while self._cost > self.max_cost and self._objects:
-                key, _ = self._objects.popitem(last=False)
-                self._cost -= self._costs.pop(key, 0)
+        with listing.lock:
+            self._index_costs[path] = index.cost
+        if self.disk is not None and index.dirty:
+            self.disk.schedule(path, listing)
+        while sum(self._index_costs.values()) > half:
+            with self._listings_lock:
+                victim = next((p for p in self._listings if p != path
+                               and p in self._index_costs), None)
+                if victim is not None:
+                    del self._listings[victim]
+                    del self._index_costs[victim]
+            if victim is None:
+                with listing.lock:
+                    index.trim((), most=max(1, len(index.months) // 2))
+                    self._index_costs[path] = index.cost
+                    if not index.months:
+                        break
 
     def _drop_keys(self, keys) -> None:
         with self._cache_lock:
@@ -340,8 +535,9 @@ class LocalEngine:
 
     @property
     def cache_cost(self) -> int:
-        """What the object cache holds now, in cost units."""
-        return self._cost
+        """What the object cache and the indexes hold now, in cost
+        units."""
+        return self._cost + sum(self._index_costs.values())
 
     @staticmethod
     def _unchanged_folder(collection, listing: _Listing) -> bool:
@@ -507,6 +703,20 @@ def _timestamp(value: datetime.datetime) -> float:
         return value.timestamp()
     except (OverflowError, ValueError):
         return -(1 << 62) if value.year < 5000 else 1 << 62
+
+
+def _record(etag: str, busy_object: BusyObject) -> Record:
+    """What the busy index keeps of ``busy_object`` whatever the month."""
+    fixed, declined = busy_object.fixed_busy()
+    return Record(etag, busy_index.pack(fixed),
+                  busy_index.pack_declined(declined), busy_object.recurring,
+                  bool(busy_object.availability), busy_object.fixed_version,
+                  not busy_object.timed_out)
+
+
+def _file_fingerprints_possible(collection) -> bool:
+    return bool(getattr(collection, "_filesystem_path", None)) and \
+        hasattr(collection, "_list")
 
 
 def _file_fingerprints(collection) -> Optional[Dict[str, Fingerprint]]:

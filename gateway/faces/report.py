@@ -20,7 +20,8 @@ from radicale import httputils, storage as radicale_storage
 from radicale.app.base import Access
 
 from gateway import timezones, vfreebusy, xmlsafe
-from gateway.model import Window, normalize
+from gateway.engine import busy_index
+from gateway.model import FBTYPES, Window
 
 
 class BadRequest(ValueError):
@@ -101,14 +102,14 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
         if item.tag == "VCALENDAR":
             if not everyone and not access.allows_freebusy(item):
                 return httputils.NOT_ALLOWED
-            periods = engine.calendar_periods(item, window,
-                                              deadline=deadline)
+            answers = [engine.calendar_busy(item, window,
+                                            deadline=deadline)]
         elif item.tag:
             return (client.FORBIDDEN,
                     {"Content-Type": "application/xml; charset=utf-8"},
                     supported_report_error(), None)
         else:
-            periods = []
+            answers = []
             if depth not in (None, "0"):
                 calendars = list(engine.home_calendars(
                     path, user, user_groups, depth=depth,
@@ -117,13 +118,16 @@ def free_busy_report(app, root, path: str, user: str, user_groups: set,
                         not access.check("r", item):
                     return httputils.NOT_ALLOWED
                 for calendar in calendars:
-                    periods.extend(engine.calendar_periods(
+                    answers.append(engine.calendar_busy(
                         calendar, window, deadline=deadline))
             elif not everyone and not access.check("r", item):
                 return httputils.NOT_ALLOWED
-    return _calendar(vfreebusy.render(normalize(periods, window), window,
-                                      dtstamp=datetime.datetime.now(
-                                          timezones.UTC)))
+    # Each calendar's answer is already clipped and coalesced (the busy
+    # index); a home merges them.
+    return _calendar(vfreebusy.render_seconds(
+        ((start, end, FBTYPES[code]) for start, end, code in
+         busy_index.lines(busy_index.merge(answers))), window,
+        dtstamp=datetime.datetime.now(timezones.UTC)))
 
 
 def supported_report_error() -> bytes:

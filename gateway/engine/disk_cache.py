@@ -1,0 +1,334 @@
+"""The busy indexes on disk, so the first answer after a restart is fast.
+
+One file per calendar collection, beside Radicale's own item cache:
+``<collection folder>/.Radicale.cache/freebusy/index.json``.  It holds
+what the local engine knew of the collection: each item file's
+fingerprint (inode, mtime, size) with its etag and Radicale's time range,
+each object's record (busy_index.Record) and the months of recurring
+objects already expanded.  After a restart the engine reads it at the
+collection's first use and then looks at the files as usual: unchanged
+files are not even read, changed ones are read and expanded again, and
+only for the months a query asks.
+
+Safety:
+- a header names the format, the engine (a hash of the code that
+  computes busy time and the libraries' versions), the expansion limits,
+  the collection path and its time zone; a file that differs in any of
+  them, cannot be read, is too big or malformed in any way is ignored
+  whole (and replaced at the next write);
+- every record must carry the etag the file's own listing gives, and the
+  engine trusts a fingerprint only where the file's inode, mtime and
+  size are all unchanged (the racily clean rule applies as before);
+- writes go to a temporary file in the same folder and are renamed over
+  the old one, so readers (other worker processes too) see the old file
+  or the new one, never a mix; the last writer wins, and both wrote a
+  consistent view;
+- records that a time limit shaped (a busy machine) are not written.
+
+Writes happen in one background thread, a moment after the index
+changed, and at exit; a file larger than MAX_BYTES is not written.
+"""
+
+import atexit
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Dict, List, Optional
+
+import dateutil
+import icalendar
+import recurring_ical_events
+
+from gateway.engine import busy_index
+from gateway.engine.busy_index import CollectionIndex, Record
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+FOLDER = os.path.join(".Radicale.cache", "freebusy")
+NAME = "index.json"
+#: Largest file read or written.
+MAX_BYTES = 64 << 20
+#: Seconds between an index change and its write (changes in that time
+#: are written together).
+DELAY = 0.5
+#: Temporary files older than this are a crashed writer's and go.
+STALE_TMP_SECONDS = 600
+
+
+def _engine_version() -> str:
+    """Changes whenever the code or libraries that compute busy time
+    could compute it differently."""
+    digest = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in ("calendar_object.py", "busy_index.py", "disk_cache.py"):
+        with open(os.path.join(here, name), "rb") as f:
+            digest.update(f.read())
+    for module in (icalendar, recurring_ical_events, dateutil):
+        digest.update(str(getattr(module, "__version__", "")).encode())
+    return digest.hexdigest()[:32]
+
+
+ENGINE = _engine_version()
+
+
+def path_of(folder: str) -> str:
+    return os.path.join(folder, FOLDER, NAME)
+
+
+class DiskCache:
+    """Reads and writes the index files of one engine."""
+
+    def __init__(self, limits, delay: float = DELAY,
+                 max_bytes: int = MAX_BYTES) -> None:
+        self.limits = [limits.max_occurrences, limits.seconds]
+        self.delay = delay
+        self.max_bytes = max_bytes
+        self._pending: Dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: Optional[threading.Thread] = None
+        atexit.register(self.flush)
+
+    def _header(self, collection_path: str, zone_text: str) -> Dict:
+        return {"format": FORMAT, "engine": ENGINE, "limits": self.limits,
+                "path": collection_path,
+                "zone": hashlib.sha256(zone_text.encode()).hexdigest()}
+
+    # -- reading ------------------------------------------------------------
+
+    def load(self, collection, listing) -> bool:
+        """Fill a fresh ``listing`` (fingerprints, etags, ranges, index)
+        from the collection's file; False when there is none to use."""
+        folder = collection._filesystem_path
+        path = path_of(folder)
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > self.max_bytes:
+                    raise ValueError("larger than %d bytes" % self.max_bytes)
+                data = json.loads(f.read(self.max_bytes + 1))
+            header = self._header(collection.path, listing.zone_text or "")
+            if not isinstance(data, dict) or any(
+                    data.get(k) != v for k, v in header.items()):
+                logger.info("Ignoring %s: written for another engine, "
+                            "limits, path or time zone", path)
+                return False
+            restore(data, listing)
+        except FileNotFoundError:
+            return False
+        except Exception as e:  # any garbage: ignored, rebuilt, rewritten
+            logger.warning("Ignoring the busy index cache %s (%s: %s)", path,
+                           type(e).__name__, str(e)[:200])
+            listing.fingerprints, listing.etags, listing.ranges = {}, {}, {}
+            listing.index = CollectionIndex()
+            return False
+        return True
+
+    # -- writing ------------------------------------------------------------
+
+    def schedule(self, collection_path: str, listing) -> None:
+        """Write ``listing``'s index soon (one thread writes for all)."""
+        with self._lock:
+            self._pending[collection_path] = listing
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fb-index-writer", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        """Write what is pending after ``delay``; end when nothing is."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+            time.sleep(self.delay)
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every pending index now."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for collection_path, listing in pending.items():
+            try:
+                self.write(collection_path, listing)
+            except Exception:  # a cache: never fails an answer or exit
+                logger.exception("Could not write the busy index cache of "
+                                 "/%s", collection_path)
+
+    def write(self, collection_path: str, listing) -> None:
+        folder = listing.folder
+        if not folder:
+            return
+        with listing.lock:
+            if not listing.index.dirty:
+                return
+            data = self._header(collection_path, listing.zone_text or "")
+            data.update(snapshot(listing))
+            listing.index.dirty = False
+        text = json.dumps(data, separators=(",", ":"))
+        if len(text) > self.max_bytes:
+            # Months are the bulk; records and files alone still spare
+            # every single event's parsing.
+            data["months"] = []
+            text = json.dumps(data, separators=(",", ":"))
+            if len(text) > self.max_bytes:
+                logger.info("Not writing the busy index cache of /%s: "
+                            "over %d bytes", collection_path, self.max_bytes)
+                return
+        target = path_of(folder)
+        directory = os.path.dirname(target)
+        # One level at a time: a collection deleted meanwhile must not
+        # come back as an empty folder.
+        for part in (os.path.dirname(directory), directory):
+            try:
+                os.mkdir(part)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                return
+        _remove_stale(directory)
+        tmp = "%s.%d.%d.tmp" % (target, os.getpid(), threading.get_ident())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+def _remove_stale(directory: str) -> None:
+    now = time.time()
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith(".tmp") and \
+                        now - entry.stat().st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(entry.path)
+    except OSError:
+        pass
+
+
+# -- the file's content ------------------------------------------------------
+
+def snapshot(listing) -> Dict:
+    """The parts of ``listing`` worth keeping, as JSON values (the caller
+    holds ``listing.lock``)."""
+    index = listing.index
+    files = [[href, fp[0], fp[1], fp[2], listing.etags[href],
+              listing.ranges[href][0], listing.ranges[href][1]]
+             for href, fp in listing.fingerprints.items()
+             if fp is not None and href in listing.etags]
+    kept = {href: r for href, r in index.records.items()
+            if r.persist and listing.etags.get(href) == r.etag}
+    records = [[href, r.etag, int(r.recurring), int(r.availability),
+                list(r.fixed), [[s, e, c, sorted(who)]
+                                for s, e, c, who in r.declined]]
+               for href, r in kept.items()]
+    recurring = [href for href, r in kept.items() if r.recurring]
+    months = []
+    for key, month in index.months.items():
+        parts = []
+        for href in recurring:
+            if href in month.pending or not busy_index._reaches(
+                    listing.ranges[href], key, month.end):
+                continue
+            parts.append([href, list(month.parts.get(href, ())),
+                          [[s, e, c, sorted(who)] for s, e, c, who in
+                           month.declined.get(href, ())]])
+        months.append([key, parts])
+    return {"files": files, "records": records, "months": months}
+
+
+def _ints(values, count: Optional[int] = None) -> List[int]:
+    if not isinstance(values, list) or (count is not None and
+                                        len(values) != count):
+        raise ValueError("not a list of %s integers" % (count or "n"))
+    for value in values:
+        if type(value) is not int:
+            raise ValueError("not an integer: %r" % (value,))
+    return values
+
+
+def _triples(values) -> "busy_index.array.array":
+    values = _ints(values)
+    if len(values) % 3:
+        raise ValueError("periods are not triples")
+    for i in range(0, len(values), 3):
+        if values[i + 2] not in (0, 1, 2) or values[i + 1] <= values[i]:
+            raise ValueError("bad period %r" % (values[i:i + 3],))
+    return busy_index.array.array("q", values)
+
+
+def _declined(values) -> List:
+    if not isinstance(values, list):
+        raise ValueError("declined periods are not a list")
+    out = []
+    for value in values:
+        if not isinstance(value, list) or len(value) != 4:
+            raise ValueError("bad declined period")
+        start, end, code = _ints(value[:3], 3)
+        who = value[3]
+        if code not in (0, 1, 2) or end <= start or not isinstance(
+                who, list) or not all(isinstance(w, str) for w in who):
+            raise ValueError("bad declined period")
+        out.append((start, end, code, frozenset(who)))
+    return out
+
+
+def restore(data: Dict, listing) -> None:
+    """Fill ``listing`` from a file's content; raises ValueError (or
+    TypeError, KeyError) on anything malformed, leaving the listing to be
+    reset by the caller."""
+    fingerprints, etags, ranges = {}, {}, {}
+    for entry in data["files"]:
+        if not isinstance(entry, list) or len(entry) != 7:
+            raise ValueError("bad file entry")
+        href, etag = entry[0], entry[4]
+        if not isinstance(href, str) or not isinstance(etag, str):
+            raise ValueError("bad file entry")
+        ino, mtime, size = _ints(entry[1:4], 3)
+        low, high = _ints(entry[5:7], 2)
+        fingerprints[href] = (ino, mtime, size)
+        etags[href] = etag
+        ranges[href] = (low, high)
+    index = CollectionIndex()
+    for entry in data["records"]:
+        if not isinstance(entry, list) or len(entry) != 6:
+            raise ValueError("bad record")
+        href, etag, recurring, availability = entry[:4]
+        if etags.get(href) != etag:
+            continue                # written for another version of it
+        index.add_record(href, Record(
+            etag, _triples(entry[4]), _declined(entry[5]), bool(recurring),
+            bool(availability), version=-1))
+    for entry in data["months"]:
+        key, parts = entry
+        key = _ints([key], 1)[0]
+        if busy_index.seconds(busy_index.moment(key).replace(
+                day=1, hour=0, minute=0, second=0)) != key:
+            raise ValueError("not a month start: %r" % key)
+        month = index.month(key, ranges)
+        for href, part, declined in parts:
+            record = index.records.get(href)
+            if record is None or not record.recurring or \
+                    href not in month.pending:
+                continue
+            chunk = _triples(part)
+            for i in range(0, len(chunk), 3):
+                if chunk[i] < key or chunk[i + 1] > month.end:
+                    raise ValueError("period outside its month")
+            month.put(href, chunk, _declined(declined))
+            month.pending.discard(href)
+    index.dirty = False
+    listing.fingerprints, listing.etags, listing.ranges = (fingerprints,
+                                                           etags, ranges)
+    listing.index = index
