@@ -22,6 +22,18 @@ How Radicale's ``[server]`` keys are read here:
 - ``ssl``: refused, because waitress has no TLS; a TLS reverse proxy goes
   in front.
 
+With ``[gateway] workers = N`` above 1, ``serve`` binds the sockets, then
+forks N worker processes that each run waitress on them (pre-fork, as
+gunicorn does); this process only supervises (see :class:`Supervisor`).
+Each worker builds its own application after the fork (threads and
+Redis connections never cross it), so each has its own memory: parsed
+calendars and per-caller request counts (``requests_per_minute`` is per
+worker), and, unless ``[gateway] cache`` names a Redis they share
+(docs/redis.md), its own answer cache and single flight.  Radicale's
+storage is shared on disk, and every worker sees a change written
+through another by its stat check.  ``threads`` and ``connection_limit``
+are per worker.
+
 Everything that can stop ``serve`` is checked by :func:`check` first, and
 ``check-config`` runs the same function, so both fail with the same one
 line naming the file, the section and the key.
