@@ -21,12 +21,13 @@ from radicale import httputils
 from radicale import storage as radicale_storage
 from radicale.app.base import Access
 
-from gateway import radicale_compat, timezones, xmlsafe
+from gateway import metrics, radicale_compat, timezones, xmlsafe
 from gateway.config import GatewayConfig
 from gateway import faces
 from gateway.addresses import LocalUsers, username_rule
 from gateway.faces import (access, autodiscover, ews, finder, graphapi,
-                           openapi, push, readurl, report, scheduling, view)
+                           openapi, ops, push, readurl, report, scheduling,
+                           view)
 from gateway.engine.fanout import FanOut
 from gateway.engine.push import PushWorker
 from gateway.model import LookupResult, Reason
@@ -127,7 +128,7 @@ def _login_first(method):
 #: Radicale's own PROPFIND, PROPPATCH and POST answers, so its calls are
 #: in the methods below.
 FACES = (report, push, readurl, graphapi, openapi, finder, view, ews,
-         autodiscover)
+         autodiscover, ops)
 
 
 def _route_first(method_name: str, radicale_method):
@@ -337,8 +338,9 @@ class GatewayApplication(radicale.Application):
             return _bad_request(str(e))
         handler = self.faces.reports.get(getattr(root, "tag", None))
         if handler is not None:
-            return handler(self, faces.Request(environ, base_prefix, path,
-                                               user, user_groups, root))
+            return metrics.counted_answer("report", handler(
+                self, faces.Request(environ, base_prefix, path, user,
+                                    user_groups, root)))
         if root is not None and any(
                 not (href.text or "").strip()
                 for href in root.iter(xmlsafe.clark("D:href"))):
@@ -571,6 +573,7 @@ class GatewayApplication(radicale.Application):
             [str(a).strip() for a in attendees], request.window,
             requester=user, requester_groups=user_groups,
             hops=access.incoming_hops(environ))
+        metrics.observe_lookup("outbox", results)
         return 200, XML, scheduling.schedule_response(
             request, results, over_limit), None
 

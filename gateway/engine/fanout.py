@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from gateway import metrics
 from gateway.state import (AnswerCache, MemoryAnswerCache,
                            MemoryPushedStore, PushedStore)
 from gateway.transport.lookup import (PUBLIC_REASONS, LookupContext,
@@ -160,11 +161,13 @@ class FanOut:
                     continue
                 pushed = self.pushed.get(pushed_key(target, bare),
                                          window.start, window.end)
+                metrics.cache_lookup("pushed", pushed is not None)
                 if pushed is not None:
                     results[address] = LookupResult.busy(pushed, window)
                     continue
                 cached = self.cache.get(cache_key(target, bare, requester),
                                         window.start, window.end)
+                metrics.cache_lookup("answer", cached is not None)
                 if cached is not None:
                     periods, nodata = cached
                     results[address] = LookupResult.busy(periods, window,
@@ -329,6 +332,7 @@ class FanOut:
                     del self._in_flight[key]
 
     @classmethod
+    @metrics.timed_provider_call
     def _call(cls, provider, chunk, part, context) -> Dict[str, LookupResult]:
         """One provider call; what the asker reads of a failure names the
         provider and the reason, the details (hosts, URLs, exceptions) go
