@@ -11,11 +11,12 @@ files are not even read, changed ones are read and expanded again, and
 only for the months a query asks.
 
 Safety:
-- a header names the format, the engine (a hash of the code that
-  computes busy time and the libraries' versions), the expansion limits,
-  the collection path and its time zone; a file that differs in any of
-  them, cannot be read, is too big or malformed in any way is ignored
-  whole (and replaced at the next write);
+- the first line, a header, names the format, the engine (a hash of the
+  code that computes busy time and the libraries' versions), the
+  expansion limits, the collection path, its time zone, and the SHA-256
+  of the rest; a file that differs in any of them, cannot be read, is
+  too big or malformed in any way is ignored whole (and replaced at the
+  next write), so a flipped bit cannot turn into a wrong answer;
 - every record must carry the etag the file's own listing gives, and the
   engine trusts a fingerprint only where the file's inode, mtime and
   size are all unchanged (the racily clean rule applies as before);
@@ -90,6 +91,9 @@ class DiskCache:
         self._pending: Dict[str, object] = {}
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        #: held while writing, so flush() returns after a write the
+        #: background thread had begun
+        self._writing = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         atexit.register(self.flush)
 
@@ -109,14 +113,17 @@ class DiskCache:
             with open(path, "rb") as f:
                 if os.fstat(f.fileno()).st_size > self.max_bytes:
                     raise ValueError("larger than %d bytes" % self.max_bytes)
-                data = json.loads(f.read(self.max_bytes + 1))
+                head = json.loads(f.readline(4096))
+                body = f.read(self.max_bytes + 1)
             header = self._header(collection.path, listing.zone_text or "")
-            if not isinstance(data, dict) or any(
-                    data.get(k) != v for k, v in header.items()):
+            if not isinstance(head, dict) or any(
+                    head.get(k) != v for k, v in header.items()):
                 logger.info("Ignoring %s: written for another engine, "
                             "limits, path or time zone", path)
                 return False
-            restore(data, listing)
+            if head.get("sha256") != hashlib.sha256(body).hexdigest():
+                raise ValueError("its checksum does not match")
+            restore(json.loads(body), listing)
         except FileNotFoundError:
             return False
         except Exception as e:  # any garbage: ignored, rebuilt, rewritten
@@ -151,14 +158,15 @@ class DiskCache:
 
     def flush(self) -> None:
         """Write every pending index now."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        for collection_path, listing in pending.items():
-            try:
-                self.write(collection_path, listing)
-            except Exception:  # a cache: never fails an answer or exit
-                logger.exception("Could not write the busy index cache of "
-                                 "/%s", collection_path)
+        with self._writing:
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for collection_path, listing in pending.items():
+                try:
+                    self.write(collection_path, listing)
+                except Exception:  # a cache: never fails an answer or exit
+                    logger.exception("Could not write the busy index cache "
+                                     "of /%s", collection_path)
 
     def write(self, collection_path: str, listing) -> None:
         folder = listing.folder
@@ -167,15 +175,15 @@ class DiskCache:
         with listing.lock:
             if not listing.index.dirty:
                 return
-            data = self._header(collection_path, listing.zone_text or "")
-            data.update(snapshot(listing))
+            head = self._header(collection_path, listing.zone_text or "")
+            data = snapshot(listing)
             listing.index.dirty = False
-        text = json.dumps(data, separators=(",", ":"))
+        text = _file_text(head, data)
         if len(text) > self.max_bytes:
             # Months are the bulk; records and files alone still spare
             # every single event's parsing.
             data["months"] = []
-            text = json.dumps(data, separators=(",", ":"))
+            text = _file_text(head, data)
             if len(text) > self.max_bytes:
                 logger.info("Not writing the busy index cache of /%s: "
                             "over %d bytes", collection_path, self.max_bytes)
@@ -194,7 +202,7 @@ class DiskCache:
         _remove_stale(directory)
         tmp = "%s.%d.%d.tmp" % (target, os.getpid(), threading.get_ident())
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            with open(tmp, "wb") as f:
                 f.write(text)
             os.replace(tmp, target)
         except BaseException:
@@ -203,6 +211,13 @@ class DiskCache:
             except OSError:
                 pass
             raise
+
+
+def _file_text(head: Dict, data: Dict) -> bytes:
+    """The header line (with the body's checksum) and the body."""
+    body = json.dumps(data, separators=(",", ":")).encode()
+    head = dict(head, sha256=hashlib.sha256(body).hexdigest())
+    return json.dumps(head).encode() + b"\n" + body
 
 
 def _remove_stale(directory: str) -> None:

@@ -256,10 +256,15 @@ class LocalEngine:
         index = listing.index
         if not (self._unchanged_folder(collection, listing) and
                 not listing.racy):
+            seen = listing.fingerprints
             changed = self._refresh(collection, listing, zone_text, items,
                                     raw)
             if changed:
                 index.invalidate(changed, listing.ranges)
+            elif listing.fingerprints != seen:
+                # Files no longer racy (or touched): the disk cache may
+                # now trust their fingerprints.
+                index.dirty = True
         months = [index.month(key, listing.ranges) for key in keys]
         index.trim(keys)
         wanted = set()
