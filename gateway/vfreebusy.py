@@ -70,13 +70,22 @@ def render_seconds(spans: Iterable[Tuple[int, int, str]], window: Window,
                    **header) -> str:
     """``render`` for periods given as (start, end, FBTYPE) in POSIX
     seconds, sorted: the busy index's form, written without making a
-    datetime per period (the hot part of a long warm answer)."""
-    days: Dict[int, str] = {}
+    datetime per period (the hot part of a long warm answer): dates and
+    times of day are formatted once and remembered."""
+    days, times = _DAYS, _TIMES
+    if len(days) > _MAX_REMEMBERED or len(times) > _MAX_REMEMBERED:
+        days.clear()
+        times.clear()
     out = []
+    append = out.append
     for start, end, fbtype in spans:
-        out.append("FREEBUSY;FBTYPE=%s:%s/%s\r\n" % (
-            fbtype, _format_seconds(start, days),
-            _format_seconds(end, days)))
+        start_day, start_time = divmod(start, 86400)
+        end_day, end_time = divmod(end, 86400)
+        append("FREEBUSY;FBTYPE=%s:%sT%sZ/%sT%sZ\r\n" % (
+            fbtype, days.get(start_day) or _day(start_day),
+            times.get(start_time) or _time(start_time),
+            days.get(end_day) or _day(end_day),
+            times.get(end_time) or _time(end_time)))
     return _wrap("".join(out), window, header.get("method"),
                  header.get("uid"), header.get("organizer"),
                  header.get("attendee"), header.get("dtstamp"),
@@ -84,20 +93,23 @@ def render_seconds(spans: Iterable[Tuple[int, int, str]], window: Window,
 
 
 _EPOCH_DAY = datetime.date(1970, 1, 1)
+#: Formatted dates and times of day, by POSIX day and second of the day.
+_DAYS: Dict[int, str] = {}
+_TIMES: Dict[int, str] = {}
+_MAX_REMEMBERED = 50000
 
 
-def _format_seconds(value: int, days: Dict[int, str]) -> str:
-    """``19980119T070000Z`` for POSIX seconds; ``days`` remembers the
-    date part."""
-    day, rest = divmod(value, 86400)
-    date = days.get(day)
-    if date is None:
-        moment = _EPOCH_DAY + datetime.timedelta(days=day)
-        date = days[day] = "%04d%02d%02d" % (moment.year, moment.month,
-                                             moment.day)
-    hour, rest = divmod(rest, 3600)
-    minute, second = divmod(rest, 60)
-    return "%sT%02d%02d%02dZ" % (date, hour, minute, second)
+def _day(day: int) -> str:
+    moment = _EPOCH_DAY + datetime.timedelta(days=day)
+    text = _DAYS[day] = "%04d%02d%02d" % (moment.year, moment.month,
+                                          moment.day)
+    return text
+
+
+def _time(second: int) -> str:
+    hour, rest = divmod(second, 3600)
+    text = _TIMES[second] = "%02d%02d%02d" % (hour, rest // 60, rest % 60)
+    return text
 
 
 def _wrap(body: str, window: Window, method, uid, organizer, attendee,

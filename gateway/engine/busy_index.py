@@ -335,6 +335,8 @@ class CollectionIndex:
             collections.OrderedDict()
         #: what changed since the disk cache was last written
         self.dirty = False
+        #: grows with every change (the engine recounts the cost then)
+        self.changes = 0
 
     # -- changes ------------------------------------------------------------
 
@@ -352,12 +354,14 @@ class CollectionIndex:
                 if rng is not None and _reaches(rng, month.key, month.end):
                     month.pending.add(href)
             self.dirty = True
+            self.changes += 1
 
     def add_record(self, href: str, record: Record) -> None:
         self.records[href] = record
         if record.availability:
             self.available.add(href)
         self.dirty = True
+        self.changes += 1
 
     def refresh_fixed(self, href: str, record: Record,
                       ranges: Dict[str, Tuple[int, int]]) -> None:
@@ -379,6 +383,7 @@ class CollectionIndex:
             self.months[key] = month
             self.settle(month)
             self.dirty = True
+            self.changes += 1
         else:
             self.months.move_to_end(key)
         return month
@@ -405,6 +410,7 @@ class CollectionIndex:
         month.put(href, fixed, fixed_declined + declined)
         month.pending.discard(href)
         self.dirty = True
+        self.changes += 1
         return True
 
     def answer(self, keys: List[int], low: int, high: int,
@@ -433,6 +439,7 @@ class CollectionIndex:
                 break
             if key not in keep:
                 del self.months[key]
+                self.changes += 1
 
 
 def _reaches(rng: Tuple[int, int], low: int, high: int) -> bool:

@@ -138,6 +138,8 @@ class LocalEngine:
         self._listings: "collections.OrderedDict[str, _Listing]" = \
             collections.OrderedDict()
         self._index_costs: Dict[str, int] = {}
+        #: (index, its change count) when its cost was last counted
+        self._index_seen: Dict[str, Tuple[int, int]] = {}
         self._listings_lock = threading.Lock()
         #: Indexes kept on disk beside Radicale's item cache, so a restart
         #: does not start from nothing (None: off, or not wanted).
@@ -512,9 +514,10 @@ class LocalEngine:
                     key, _ = self._objects.popitem(last=False)
                     self._cost -= self._costs.pop(key, 0)
         index = listing.index
-        if not index.dirty and path in self._index_costs:
+        if self._index_seen.get(path) == (id(index), index.changes):
             return
         with listing.lock:
+            self._index_seen[path] = (id(index), index.changes)
             self._index_costs[path] = index.cost
         if self.disk is not None and index.dirty:
             self.disk.schedule(path, listing)
@@ -525,6 +528,7 @@ class LocalEngine:
                 if victim is not None:
                     del self._listings[victim]
                     del self._index_costs[victim]
+                    self._index_seen.pop(victim, None)
             if victim is None:
                 with listing.lock:
                     index.trim((), most=max(1, len(index.months) // 2))
