@@ -138,12 +138,17 @@ def _one_calendar(gateway, count=12):
             "DTSTART:202601%02dT%02d0000Z\r\nDTEND:202601%02dT%02d3000Z\r\n"
             "%sEND:VEVENT\r\nEND:VCALENDAR\r\n" % (
                 n, n + 1, 8 + n % 9, n + 1, 8 + n % 9, rule)), "alice")
+    backdate(gateway, path)
+    return path
+
+
+def backdate(gateway, path) -> None:
+    """Item files as if written an hour ago."""
     folder = pathlib.Path(gateway.directory, "collections",
                           "collection-root", path.strip("/"))
     an_hour_ago = time.time() - 3600
     for item in folder.glob("*.ics"):
         os.utime(item, (an_hour_ago, an_hour_ago))
-    return path
 
 
 JANUARY = ("20260101T000000Z", "20260201T000000Z")
@@ -171,6 +176,47 @@ def test_restart_reads_what_it_needs_from_disk():
     engine = restarted(gateway)
     assert [answer(engine, gateway, path, w) for w in windows] == before
     assert len(engine._objects) == 4
+
+
+def test_workers_keep_each_others_months():
+    """Two engines (worker processes) on one storage, each asked other
+    months: the file written last holds both, so a restart asked either
+    window builds no object; what went stale meanwhile is left out."""
+    gateway = plain().gateway
+    path = _one_calendar(gateway)
+    january, spring = gateway_window(JANUARY), gateway_window(SPRING)
+    first, second = restarted(gateway), restarted(gateway)
+    want = [answer(first, gateway, path, january),
+            answer(second, gateway, path, spring)]
+    first.disk.flush()
+    second.disk.flush()
+    third = restarted(gateway)
+    assert [answer(third, gateway, path, w) for w in (january, spring)] \
+        == want
+    assert len(third._objects) == 0
+    before = want
+    # Again from no file: the second writes spring, then e3 (weekly)
+    # changes, then the first writes January and takes the second's
+    # spring months over, which must leave e3 to be expanded again.
+    index_file(gateway, path).unlink()
+    first, second = restarted(gateway), restarted(gateway)
+    answer(first, gateway, path, january)
+    answer(second, gateway, path, spring)
+    second.disk.flush()
+    gateway.store_file(path, "e3.ics", (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:e3\r\nDTSTAMP:20260101T000000Z\r\n"
+        "DTSTART:20260104T200000Z\r\nDURATION:PT1H\r\n"
+        "RRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"))
+    backdate(gateway, path)
+    answer(first, gateway, path, january)
+    first.disk.flush()
+    fresh = restarted(gateway)
+    fresh.disk = None
+    want = [answer(fresh, gateway, path, w) for w in (january, spring)]
+    assert want != before
+    assert [answer(restarted(gateway), gateway, path, w)
+            for w in (january, spring)] == want
 
 
 def gateway_window(pair):

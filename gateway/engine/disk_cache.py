@@ -107,25 +107,14 @@ class DiskCache:
     def load(self, collection, listing) -> bool:
         """Fill a fresh ``listing`` (fingerprints, etags, ranges, index)
         from the collection's file; False when there is none to use."""
-        folder = collection._filesystem_path
-        path = path_of(folder)
+        path = path_of(collection._filesystem_path)
         try:
-            with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size > self.max_bytes:
-                    raise ValueError("larger than %d bytes" % self.max_bytes)
-                head = json.loads(f.readline(4096))
-                body = f.read(self.max_bytes + 1)
-            header = self._header(collection.path, listing.zone_text or "")
-            if not isinstance(head, dict) or any(
-                    head.get(k) != v for k, v in header.items()):
-                logger.info("Ignoring %s: written for another engine, "
-                            "limits, path or time zone", path)
+            data = self._read(path, self._header(collection.path,
+                                                 listing.zone_text or ""),
+                              quiet=False)
+            if data is None:
                 return False
-            if head.get("sha256") != hashlib.sha256(body).hexdigest():
-                raise ValueError("its checksum does not match")
-            restore(json.loads(body), listing)
-        except FileNotFoundError:
-            return False
+            restore(data, listing)
         except Exception as e:  # any garbage: ignored, rebuilt, rewritten
             logger.warning("Ignoring the busy index cache %s (%s: %s)", path,
                            type(e).__name__, str(e)[:200])
@@ -133,6 +122,34 @@ class DiskCache:
             listing.index = CollectionIndex()
             return False
         return True
+
+    def _read(self, path: str, header: Dict,
+              quiet: bool = True) -> Optional[Dict]:
+        """The body of the file at ``path`` when its header is
+        ``header`` and its checksum holds; None when there is no such
+        file or it was written for something else.  Damage raises,
+        unless ``quiet``."""
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size > self.max_bytes:
+                    raise ValueError("larger than %d bytes" % self.max_bytes)
+                head = json.loads(f.readline(4096))
+                body = f.read(self.max_bytes + 1)
+            if not isinstance(head, dict) or any(
+                    head.get(k) != v for k, v in header.items()):
+                if not quiet:
+                    logger.info("Ignoring %s: written for another engine, "
+                                "limits, path or time zone", path)
+                return None
+            if head.get("sha256") != hashlib.sha256(body).hexdigest():
+                raise ValueError("its checksum does not match")
+            return json.loads(body)
+        except FileNotFoundError:
+            return None
+        except Exception:
+            if quiet:
+                return None
+            raise
 
     # -- writing ------------------------------------------------------------
 
@@ -177,7 +194,12 @@ class DiskCache:
                 return
             head = self._header(collection_path, listing.zone_text or "")
             data = snapshot(listing)
+            etags = dict(listing.etags)
             listing.index.dirty = False
+        target = path_of(folder)
+        # Other worker processes may have written months or records this
+        # one never computed: keep those that are still current.
+        merge_existing(self._read(target, head), data, etags)
         text = _file_text(head, data)
         if len(text) > self.max_bytes:
             # Months are the bulk; records and files alone still spare
@@ -188,7 +210,6 @@ class DiskCache:
                 logger.info("Not writing the busy index cache of /%s: "
                             "over %d bytes", collection_path, self.max_bytes)
                 return
-        target = path_of(folder)
         directory = os.path.dirname(target)
         # One level at a time: a collection deleted meanwhile must not
         # come back as an empty folder.
@@ -244,10 +265,7 @@ def snapshot(listing) -> Dict:
              if fp is not None and href in listing.etags]
     kept = {href: r for href, r in index.records.items()
             if r.persist and listing.etags.get(href) == r.etag}
-    records = [[href, r.etag, int(r.recurring), int(r.availability),
-                list(r.fixed), [[s, e, c, sorted(who)]
-                                for s, e, c, who in r.declined]]
-               for href, r in kept.items()]
+    records = [_record_json(href, r) for href, r in kept.items()]
     recurring = [href for href, r in kept.items() if r.recurring]
     months = []
     for key, month in index.months.items():
@@ -257,10 +275,63 @@ def snapshot(listing) -> Dict:
                     listing.ranges[href], key, month.end):
                 continue
             parts.append([href, list(month.parts.get(href, ())),
-                          [[s, e, c, sorted(who)] for s, e, c, who in
-                           month.declined.get(href, ())]])
+                          _declined_json(month.declined.get(href, ()))])
         months.append([key, parts])
     return {"files": files, "records": records, "months": months}
+
+
+class _Scratch:
+    """A listing's fields, to read another process's file into."""
+
+    def __init__(self) -> None:
+        self.fingerprints: Dict = {}
+        self.etags: Dict = {}
+        self.ranges: Dict = {}
+        self.index = CollectionIndex()
+
+
+def merge_existing(existing: Optional[Dict], data: Dict,
+                   etags: Dict[str, str]) -> None:
+    """Add to ``data`` (a snapshot) the records and months of the file
+    another process wrote, where they are for the objects ``etags``
+    (this process's listing) still names, and this process lacks them.
+    Anything malformed in it adds nothing."""
+    if not existing:
+        return
+    scratch = _Scratch()
+    try:
+        restore(existing, scratch)
+    except Exception:  # its writer's problem; this write replaces it
+        return
+    records = scratch.index.records
+    current = {href for href, record in records.items()
+               if etags.get(href) == record.etag}
+    have = {entry[0] for entry in data["records"]}
+    for href in sorted(current - have):
+        record = records[href]
+        data["records"].append(_record_json(href, record))
+    mine = {entry[0] for entry in data["records"]}
+    have_months = {entry[0] for entry in data["months"]}
+    for key, month in scratch.index.months.items():
+        if key in have_months:
+            continue
+        parts = [[href, list(month.parts.get(href, ())),
+                  _declined_json(month.declined.get(href, ()))]
+                 for href, record in records.items()
+                 if record.recurring and href in current and href in mine
+                 and href not in month.pending and busy_index._reaches(
+                     scratch.ranges[href], key, month.end)]
+        data["months"].append([key, parts])
+
+
+def _record_json(href: str, record: Record) -> List:
+    return [href, record.etag, int(record.recurring),
+            int(record.availability), list(record.fixed),
+            _declined_json(record.declined)]
+
+
+def _declined_json(declined) -> List:
+    return [[s, e, c, sorted(who)] for s, e, c, who in declined]
 
 
 def _ints(values, count: Optional[int] = None) -> List[int]:
