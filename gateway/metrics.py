@@ -34,6 +34,9 @@ from gateway.model import LookupResult, Reason
 #: Where worker processes keep their counters (prometheus-client's
 #: multiprocess mode); unset: one process, counters in memory.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # prometheus-client writes there as the metrics below are made.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 #: The ``face`` label: every way of asking.
 FACES = ("report", "outbox", "readurl", "getschedule", "ews",
