@@ -27,6 +27,7 @@ from gateway.engine.busy_index import Month
 from gateway.engine.calendar_object import BusyObject
 from gateway.model import (BUSY, BUSY_TENTATIVE, UTC, Period, Window,
                            normalize)
+from inprocess import InProcessGateway
 from test_engine_properties import (assert_matches, draw_windows, plain,
                                     profile, series)
 
@@ -204,3 +205,33 @@ def test_whole_seconds_never_freer():
     assert busy_index.periods_of(busy_index.merge([
         busy, busy_index.busy_of_periods([Period(
             start, end, BUSY)], Window(start, end))]))[0].fbtype == BUSY
+
+
+def test_indexes_stay_within_their_half_of_the_cache(tmp_path):
+    """``[gateway] local_cache_size`` bounds the indexes too: asked
+    about many calendars and months, their cost stays within half of
+    it (calendars used least recently go), and answers stay exact."""
+    gateway = InProcessGateway(tmp_path, extra="local_cache_size = 40\n")
+    engine = gateway.app.local
+    paths = []
+    for number in range(5):
+        path = gateway.mkcalendar("alice", "c%d" % number)
+        for hour in range(8, 14):
+            gateway.put(path + "w%d.ics" % hour, (
+                "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+                "BEGIN:VEVENT\r\nUID:w%d\r\nDTSTAMP:20260101T000000Z\r\n"
+                "DTSTART:2026010%dT%02d0000Z\r\nDURATION:PT30M\r\n"
+                "RRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+                % (hour, number + 1, hour)), "alice")
+        paths.append(path)
+    evicted = False
+    for month in range(1, 13):
+        for number, path in enumerate(paths):
+            answer = gateway.freebusy(path, "2026%02d01T000000Z" % month,
+                                      "2026%02d08T000000Z" % month)
+            lines = [line for line in answer.text.splitlines()
+                     if line.startswith("FREEBUSY")]
+            assert len(lines) == 6, (month, number, lines)
+            assert sum(engine._index_costs.values()) <= 20
+            evicted |= len(engine._listings) < number + 1
+    assert evicted

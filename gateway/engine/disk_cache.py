@@ -37,6 +37,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Dict, List, Optional
 
 import dateutil
@@ -95,7 +96,7 @@ class DiskCache:
         #: background thread had begun
         self._writing = threading.Lock()
         self._thread: Optional[threading.Thread] = None
-        atexit.register(self.flush)
+        _ALL.add(self)
 
     def _header(self, collection_path: str, zone_text: str) -> Dict:
         return {"format": FORMAT, "engine": ENGINE, "limits": self.limits,
@@ -239,6 +240,16 @@ def _file_text(head: Dict, data: Dict) -> bytes:
     body = json.dumps(data, separators=(",", ":")).encode()
     head = dict(head, sha256=hashlib.sha256(body).hexdigest())
     return json.dumps(head).encode() + b"\n" + body
+
+
+#: Every DiskCache alive, flushed at exit.
+_ALL: "weakref.WeakSet[DiskCache]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    for cache in list(_ALL):
+        cache.flush()
 
 
 def _remove_stale(directory: str) -> None:

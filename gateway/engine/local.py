@@ -518,23 +518,29 @@ class LocalEngine:
             return
         with listing.lock:
             self._index_seen[path] = (id(index), index.changes)
-            self._index_costs[path] = index.cost
+            cost = index.cost
         if self.disk is not None and index.dirty:
             self.disk.schedule(path, listing)
-        while sum(self._index_costs.values()) > half:
+        with self._listings_lock:
+            self._index_costs[path] = cost
+            total = sum(self._index_costs.values())
+            for victim in [p for p in self._listings
+                           if p != path and p in self._index_costs]:
+                if total <= half:
+                    break
+                total -= self._index_costs.pop(victim)
+                del self._listings[victim]
+                self._index_seen.pop(victim, None)
+        while total > half:
+            with listing.lock:
+                kept = len(index.months)
+                index.trim((), most=kept // 2)
+                cost = index.cost
             with self._listings_lock:
-                victim = next((p for p in self._listings if p != path
-                               and p in self._index_costs), None)
-                if victim is not None:
-                    del self._listings[victim]
-                    del self._index_costs[victim]
-                    self._index_seen.pop(victim, None)
-            if victim is None:
-                with listing.lock:
-                    index.trim((), most=max(1, len(index.months) // 2))
-                    self._index_costs[path] = index.cost
-                    if not index.months:
-                        break
+                self._index_costs[path] = cost
+                total = sum(self._index_costs.values())
+            if kept == 0:
+                break
 
     def _drop_keys(self, keys) -> None:
         with self._cache_lock:
