@@ -123,6 +123,17 @@ def _origin_list(value: str) -> Tuple[str, ...]:
     return origins
 
 
+#: Most worker processes of ``fbgateway serve``.
+MAX_WORKERS = 64
+
+
+def _worker_count(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_WORKERS:
+        raise ValueError("must be between 1 and %d" % MAX_WORKERS)
+    return number
+
+
 def _name_list(value: str) -> Tuple[str, ...]:
     """Comma or space separated account names."""
     return tuple(n for n in re.split(r"[\s,]+", value) if n)
@@ -250,6 +261,16 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
     "push_republish_hours": Option(_positive_float, "24", "Every user is "
                                    "pushed again this often (the window "
                                    "slides even when nothing changes)."),
+    "workers": Option(_worker_count, "1", "Processes fbgateway serve "
+                      "answers requests in, all on the same listening "
+                      "sockets (each with [gateway] threads threads and its "
+                      "own caches); one per core uses the machine. A worker "
+                      "that dies is replaced."),
+    "metrics": Option(_boolean, "yes", "Serve Prometheus metrics at "
+                      "/.freebusy/metrics (no user data in them); no: 404."),
+    "metrics_users": Option(_name_list, "", "Local accounts that may read "
+                            "the metrics (Basic login); empty: anyone who "
+                            "reaches the URL."),
     "local_cache_size": Option(_positive_int, "500000", "How much the local "
                                "engine keeps of parsed objects and their "
                                "expansions, in cost units of about 400 "

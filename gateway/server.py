@@ -52,7 +52,7 @@ import time
 from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
                     Tuple)
 
-from gateway import config
+from gateway import config, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -486,29 +486,8 @@ STARTUP_SECONDS = 60.0
 STABLE_SECONDS = 10.0
 RESTART_DELAY_MAX = 30.0
 #: Most worker processes: far more than cores only adds memory.
-MAX_WORKERS = 64
-
-
-def _worker_count(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= MAX_WORKERS:
-        raise ValueError("must be between 1 and %d" % MAX_WORKERS)
-    return number
-
-
-#: ``[gateway] workers``.  gateway/config.py's GATEWAY_SCHEMA is the place
-#: for it; until it lists the key, it is registered here, so that ini
-#: files naming it load wherever this module was imported first.
-WORKERS_OPTION = config.Option(
-    _worker_count, "1", "Processes fbgateway serve answers requests in, "
-    "all on the same listening sockets (each with [gateway] threads "
-    "threads and its own caches); one per core uses the machine. A "
-    "worker that dies is replaced.")
-config.GATEWAY_SCHEMA.setdefault("workers", WORKERS_OPTION)
-
-
 def worker_count(gateway_config: config.GatewayConfig) -> int:
-    return gateway_config.gateway.get("workers") or 1
+    return gateway_config.gateway["workers"]
 
 
 def _describe(status: int) -> str:
@@ -674,6 +653,7 @@ class Supervisor:
                 done, status = pid, 0
             if done:
                 number, started = self.workers.pop(pid)
+                metrics.process_ended(pid)
                 ended.append((pid, number, status,
                               time.monotonic() - started))
         return ended
@@ -701,6 +681,7 @@ class Supervisor:
             _signal(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             del self.workers[pid]
+            metrics.process_ended(pid)
             logger.warning("Worker %d (pid %d) did not stop in time; "
                            "killed", number, pid)
         logger.log(LOG_LEVEL_NOTICE, "Stopped")

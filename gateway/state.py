@@ -328,6 +328,13 @@ class PushQueue:
         """Drop one item (or all); how many."""
         raise NotImplementedError
 
+    def summary(self) -> Tuple[int, Optional[float]]:
+        """(items queued, when the oldest was queued), for health and
+        metrics; an implementation answers it without reading payloads
+        where it can."""
+        items = self.items()
+        return len(items), min((i.created for i in items), default=None)
+
     def get_meta(self, name: str) -> Optional[str]:
         """A small value the push worker keeps beside the queue (when it
         last republished everyone)."""
@@ -455,6 +462,12 @@ class SqlitePushQueue(PushQueue):
         with self._lock:
             return self._db.execute("DELETE FROM push_items" + where,
                                     args).rowcount
+
+    def summary(self) -> Tuple[int, Optional[float]]:
+        with self._lock:
+            count, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(created) FROM push_items").fetchone()
+        return count, oldest
 
     def get_meta(self, name: str) -> Optional[str]:
         with self._lock:

@@ -42,11 +42,7 @@ FREE_BUSY_QUERY = (
     'start="%s" end="%s"/></C:free-busy-query>' % WINDOW)
 #: The WebDAV folder's account: it must never show in the health answer.
 DAV_USER, DAV_PASSWORD = "pusher", "dav-secret-pw"
-#: ``[gateway] metrics`` and ``workers`` are registered by the modules
-#: that read them until gateway/config.py lists them: imported first.
-SERVE = [sys.executable, "-c", "import sys, gateway.server, "
-         "gateway.faces.ops, gateway.__main__; "
-         "sys.exit(gateway.__main__.main())"]
+SERVE = [sys.executable, "-m", "gateway"]
 
 
 @pytest.fixture

@@ -35,10 +35,7 @@ FREE_BUSY_QUERY = (
     '<?xml version="1.0" encoding="utf-8"?><C:free-busy-query '
     'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:time-range '
     'start="%s" end="%s"/></C:free-busy-query>' % WINDOW)
-#: Until gateway/config.py lists ``[gateway] workers``, gateway.server
-#: registers it when imported, so it is imported before the ini is read.
-SERVE = [sys.executable, "-c", "import sys, gateway.server, "
-         "gateway.__main__; sys.exit(gateway.__main__.main())"]
+SERVE = [sys.executable, "-m", "gateway"]
 #: Fresh connections tried before giving up on reaching a given worker.
 ATTEMPTS = 60
 

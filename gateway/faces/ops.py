@@ -37,24 +37,10 @@ from typing import Callable, Dict, NamedTuple, Optional
 
 from radicale import httputils
 
-from gateway import config, metrics
+from gateway import metrics
 from gateway.stores import Stores
 
 logger = logging.getLogger(__name__)
-
-#: ``[gateway] metrics`` and ``metrics_users``.  gateway/config.py's
-#: GATEWAY_SCHEMA is their place; until it lists them, they are
-#: registered here, so ini files read after this module's import load.
-SCHEMA = {
-    "metrics": config.Option(
-        config._boolean, "yes", "Serve Prometheus metrics at "
-        "/.freebusy/metrics (no user data in them); no: 404."),
-    "metrics_users": config.Option(
-        config._name_list, "", "Local accounts that may read the "
-        "metrics (Basic login); empty: anyone who reaches the URL."),
-}
-for _key, _option in SCHEMA.items():
-    config.GATEWAY_SCHEMA.setdefault(_key, _option)
 
 HEALTH_PATH = "/.freebusy/health"
 METRICS_PATH = "/.freebusy/metrics"
