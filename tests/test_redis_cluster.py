@@ -15,12 +15,9 @@ import signal
 import threading
 import time
 
-import pytest
-
 from emulators.ifb_peer import IfbPeer
 from emulators.webdav_freebusy import WebDavFolder
 from fbcheck import periods_of
-from gateway.engine.local import LocalEngine
 from redis_fixture import (redis_factory_fixture,  # noqa: F401
                            redis_server_fixture)
 from test_push import busy_lines, event, publishing
@@ -197,9 +194,6 @@ def test_a_change_written_through_one_is_in_the_others_next_answer(
     assert len({m["origin"] for m in heard}) == 2
 
 
-@pytest.mark.xfail(not hasattr(LocalEngine, "invalidate"), strict=True,
-                   reason="the local engine has no invalidate(path) yet: "
-                   "without it, its stat check is all there is")
 def test_a_change_signal_shows_what_timestamps_hide(gateway_factory,
                                                     redis_server, tmp_path):
     """On NFS a client's cached attributes can hide a change: here the

@@ -584,6 +584,23 @@ class LocalEngine:
         listing.scanned_at = now
         return False
 
+    def invalidate(self, path: str) -> None:
+        """Another instance wrote ``path`` (a storage path of a collection
+        or an item; "" when anything may have changed): stop trusting the
+        stat-based view of that collection, which on a shared folder (NFS)
+        can hide a change.  Its next query reads every item's etag again
+        (unchanged ones still hit the object cache).  Called from the
+        change-signal thread: takes only the listings' own locks."""
+        path = path.strip("/")
+        parent = path.rpartition("/")[0]
+        with self._listings_lock:
+            listings = list(self._listings.items())
+        for key, listing in listings:
+            if not path or key in (path, parent):
+                with listing.lock:
+                    listing.folder_mark = None
+                    listing.fingerprints = {}
+
     # -- many calendars ---------------------------------------------------
 
     def home_calendars(self, home_path: str, user: str, user_groups: set,
