@@ -125,7 +125,8 @@ def outbox_request(attendees: List[str], window) -> str:
 # -- one server's measurements ------------------------------------------------
 
 class Measured:
-    """A server under measurement: what it answered, how long it took."""
+    """One server under its name, with the requests the rows make; each
+    returns (seconds, answer)."""
 
     def __init__(self, name: str, server) -> None:
         self.name = name
