@@ -194,11 +194,7 @@ def wait_for_port(port: int, process: Optional[subprocess.Popen],
 
 # -- servers ----------------------------------------------------------------
 
-#: ``fbgateway serve``; gateway.server is imported first because it
-#: registers ``[gateway] workers`` until gateway/config.py lists it.
-GATEWAY_COMMAND = [sys.executable, "-c", "import sys, gateway.server, "
-                   "gateway.__main__; sys.exit(gateway.__main__.main())",
-                   "serve", "--config"]
+GATEWAY_COMMAND = [sys.executable, "-m", "gateway", "serve", "--config"]
 
 
 class Server:

@@ -485,7 +485,8 @@ STARTUP_SECONDS = 60.0
 #: worker that cannot run does not spin.
 STABLE_SECONDS = 10.0
 RESTART_DELAY_MAX = 30.0
-#: Most worker processes: far more than cores only adds memory.
+
+
 def worker_count(gateway_config: config.GatewayConfig) -> int:
     return gateway_config.gateway["workers"]
 

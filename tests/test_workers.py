@@ -41,15 +41,11 @@ ATTEMPTS = 60
 
 
 class WorkersGateway(Gateway):
-    """A conftest gateway started with ``workers = 2``."""
+    """A conftest gateway (ini with ``workers = 2``), started once both
+    workers run."""
 
     def start(self) -> "WorkersGateway":
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                SERVE + ["serve", "--config", str(self.config_path)],
-                cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT,
-                env=self.env)
-        wait_for_port(self.port, self.process, self.log_path)
+        super().start()
         deadline = time.monotonic() + 30
         while len(self.workers()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
