@@ -21,6 +21,12 @@ from gateway import radicale_compat
 from gateway.workhours import WorkingHours
 
 PROVIDER_PREFIX = "provider:"
+#: Radicale [auth] keys whose default the gateway changes (see load):
+#: Radicale checks the password on every request (a bcrypt hash, as
+#: fbgateway passwd writes, costs about 250 ms) and, without
+#: htpasswd_cache, reads the users file each time.  A changed password
+#: counts within cache_successful_logins_expiry (15 s).
+AUTH_DEFAULTS = {"cache_logins": "True", "htpasswd_cache": "True"}
 
 
 class ConfigError(Exception):
@@ -433,6 +439,9 @@ def load(path: str) -> GatewayConfig:
     gateway, _ = _parse_section(path, "gateway", gateway_raw,
                                 GATEWAY_SCHEMA, False)
     _resolve_relative_paths(radicale_sections, base)
+    auth = radicale_sections.setdefault("auth", {})
+    for key, value in AUTH_DEFAULTS.items():
+        auth.setdefault(key, value)
     radicale = radicale_config.load()
     try:
         radicale.update(radicale_sections, path)
