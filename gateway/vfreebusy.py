@@ -43,27 +43,23 @@ def freebusy_component_periods(component: icalendar.cal.Component,
     return periods
 
 
-def _whole_second_after(moment: datetime.datetime) -> datetime.datetime:
-    """iCalendar has whole seconds: an end is rounded up, never freer
-    than the source said."""
-    if moment.microsecond:
-        return moment + datetime.timedelta(
-            microseconds=1_000_000 - moment.microsecond)
-    return moment
-
-
 def render(periods: Iterable[Period], window: Window, *,
            method: Optional[str] = None, uid: Optional[str] = None,
            organizer=None, attendee=None,
            dtstamp: Optional[datetime.datetime] = None,
            extra_properties: Iterable = ()) -> str:
-    """One VCALENDAR/VFREEBUSY text with CRLF line ends."""
-    body = "".join("FREEBUSY;FBTYPE=%s:%s/%s\r\n" % (
-        p.fbtype, timezones.format_utc(p.start),
-        timezones.format_utc(_whole_second_after(p.end)))
-        for p in periods)
-    return _wrap(body, window, method, uid, organizer, attendee, dtstamp,
-                 extra_properties)
+    """One VCALENDAR/VFREEBUSY text with CRLF line ends.
+
+    iCalendar has whole seconds: starts are rounded down and ends up,
+    never freer than the periods say."""
+    epoch = _EPOCH
+    second = _SECOND
+    return render_seconds(
+        (((p.start - epoch) // second,
+          -((epoch - p.end) // second), p.fbtype) for p in periods),
+        window, method=method, uid=uid, organizer=organizer,
+        attendee=attendee, dtstamp=dtstamp,
+        extra_properties=extra_properties)
 
 
 def render_seconds(spans: Iterable[Tuple[int, int, str]], window: Window,
@@ -93,6 +89,8 @@ def render_seconds(spans: Iterable[Tuple[int, int, str]], window: Window,
 
 
 _EPOCH_DAY = datetime.date(1970, 1, 1)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=timezones.UTC)
+_SECOND = datetime.timedelta(seconds=1)
 #: Formatted dates and times of day, by POSIX day and second of the day.
 _DAYS: Dict[int, str] = {}
 _TIMES: Dict[int, str] = {}

@@ -22,6 +22,7 @@ import random
 
 from hypothesis import given, strategies as st
 
+from gateway import vfreebusy
 from gateway.engine import busy_index
 from gateway.engine.busy_index import Month
 from gateway.engine.calendar_object import BusyObject
@@ -235,3 +236,21 @@ def test_indexes_stay_within_their_half_of_the_cache(tmp_path):
             assert sum(engine._index_costs.values()) <= 20
             evicted |= len(engine._listings) < number + 1
     assert evicted
+
+
+def test_render_writes_whole_seconds_outward_either_way():
+    """The VFREEBUSY text from periods (outbox, read URL) and from the
+    index's seconds (REPORT) is the same, ends rounded up."""
+    window = Window(datetime.datetime(2026, 1, 1, tzinfo=UTC),
+                    datetime.datetime(2026, 1, 2, tzinfo=UTC))
+    start = datetime.datetime(2026, 1, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    end = datetime.datetime(2026, 1, 1, 11, 0, 0, 1, tzinfo=UTC)
+    stamp = datetime.datetime(2026, 1, 1, tzinfo=UTC)
+    text = vfreebusy.render([Period(start, end, BUSY)], window,
+                            dtstamp=stamp)
+    assert "FREEBUSY;FBTYPE=BUSY:20260101T100000Z/20260101T110001Z\r\n" \
+        in text
+    busy = busy_index.busy_of_periods([Period(start, end, BUSY)], window)
+    assert vfreebusy.render_seconds(
+        ((s, e, "BUSY") for s, e, _ in busy_index.lines(busy)), window,
+        dtstamp=stamp) == text

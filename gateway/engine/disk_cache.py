@@ -26,8 +26,9 @@ Safety:
   consistent view;
 - records that a time limit shaped (a busy machine) are not written.
 
-Writes happen in one background thread, a moment after the index
-changed, and at exit; a file larger than MAX_BYTES is not written.
+Writes happen in one background thread once the indexes have been
+quiet for a second (at most MAX_DELAY after a change), and at exit; a
+file larger than MAX_BYTES is not written.
 """
 
 import atexit
@@ -54,9 +55,11 @@ FOLDER = os.path.join(".Radicale.cache", "freebusy")
 NAME = "index.json"
 #: Largest file read or written.
 MAX_BYTES = 64 << 20
-#: Seconds between an index change and its write (changes in that time
-#: are written together).
-DELAY = 0.5
+#: Writes wait until no index changed for this many seconds (a burst of
+#: first queries is written once, after it, not in its middle) ...
+DELAY = 1.0
+#: ... but no longer than this after the first change.
+MAX_DELAY = 15.0
 #: Temporary files older than this are a crashed writer's and go.
 STALE_TMP_SECONDS = 600
 
@@ -91,7 +94,8 @@ class DiskCache:
         self.max_bytes = max_bytes
         self._pending: Dict[str, object] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        #: when the first and the last pending change were scheduled
+        self._first = self._last = 0.0
         #: held while writing, so flush() returns after a write the
         #: background thread had begun
         self._writing = threading.Lock()
@@ -157,21 +161,31 @@ class DiskCache:
     def schedule(self, collection_path: str, listing) -> None:
         """Write ``listing``'s index soon (one thread writes for all)."""
         with self._lock:
+            now = time.monotonic()
+            if not self._pending:
+                self._first = now
+            self._last = now
             self._pending[collection_path] = listing
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="fb-index-writer", daemon=True)
                 self._thread.start()
-            self._wake.notify()
 
     def _run(self) -> None:
-        """Write what is pending after ``delay``; end when nothing is."""
+        """Write what is pending once the indexes have been quiet for
+        ``delay`` (or MAX_DELAY after the first change); end when nothing
+        is pending."""
         while True:
             with self._lock:
                 if not self._pending:
                     self._thread = None
                     return
-            time.sleep(self.delay)
+                now = time.monotonic()
+                wait = min(self._last + self.delay,
+                           self._first + MAX_DELAY) - now
+            if wait > 0:
+                time.sleep(min(wait, self.delay))
+                continue
             self.flush()
 
     def flush(self) -> None:
