@@ -24,12 +24,29 @@ from gateway.engine import disk_cache
 from gateway.engine.local import LocalEngine
 from gateway.model import Window
 from naive_expander import raster
-from test_engine_properties import (_parse, draw_windows, plain, profile,
-                                    reference, series)
+from test_engine_properties import (Calendars, _parse, draw_windows,
+                                    profile, reference, series)
 
 FB = ('<?xml version="1.0" encoding="utf-8"?><C:free-busy-query '
       'xmlns:C="urn:ietf:params:xml:ns:caldav"><C:time-range start="%s" '
       'end="%s"/></C:free-busy-query>')
+
+
+#: This module's own in-process gateway (test_engine_properties removes
+#: its own when that module ends).
+_calendars = None
+
+
+def calendars() -> Calendars:
+    global _calendars
+    if _calendars is None:
+        _calendars = Calendars()
+    return _calendars
+
+
+def teardown_module(module):
+    if _calendars is not None:
+        _calendars.folder.cleanup()
 
 
 def restarted(gateway) -> LocalEngine:
@@ -72,9 +89,9 @@ DAMAGES = ["none", "cut short", "flipped byte", "garbage", "empty",
        st.sampled_from(DAMAGES), st.randoms(use_true_random=False))
 def test_restart_answers_as_before_whatever_is_on_disk(all_series, data,
                                                        damage, rng):
-    calendars = plain()
-    gateway = calendars.gateway
-    path = calendars.new(all_series)
+    ours = calendars()
+    gateway = ours.gateway
+    path = ours.new(all_series)
     asked = draw_windows(data, all_series, 1, 3)
     for window in asked:
         assert answer(gateway.app.local, gateway, path, window) == \
@@ -160,7 +177,7 @@ def test_restart_reads_what_it_needs_from_disk():
     at all; asked a new window, only the recurring objects, for the new
     months; with the file damaged it rebuilds (so the first part can
     fail)."""
-    gateway = plain().gateway
+    gateway = calendars().gateway
     path = _one_calendar(gateway)
     windows = [gateway_window(JANUARY), gateway_window(SPRING)]
     before = [answer(gateway.app.local, gateway, path, w) for w in windows]
@@ -182,7 +199,7 @@ def test_workers_keep_each_others_months():
     """Two engines (worker processes) on one storage, each asked other
     months: the file written last holds both, so a restart asked either
     window builds no object; what went stale meanwhile is left out."""
-    gateway = plain().gateway
+    gateway = calendars().gateway
     path = _one_calendar(gateway)
     january, spring = gateway_window(JANUARY), gateway_window(SPRING)
     first, second = restarted(gateway), restarted(gateway)
@@ -226,7 +243,7 @@ def gateway_window(pair):
 def test_file_over_its_bound_keeps_records_or_nothing():
     """Past MAX_BYTES the months go first (records still spare every
     single event's parsing), then the whole file; answers stay right."""
-    gateway = plain().gateway
+    gateway = calendars().gateway
     path = _one_calendar(gateway, 30)
     window = gateway_window(SPRING)
     disk = gateway.app.local.disk
@@ -333,4 +350,4 @@ def test_two_servers_on_one_storage_share_the_file(gateway):
 def _no_stray_writers():
     """Each test's pending writes are done before the next begins."""
     yield
-    plain().gateway.app.local.disk.flush()
+    calendars().gateway.app.local.disk.flush()

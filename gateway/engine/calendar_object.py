@@ -69,9 +69,11 @@ MAX_CHUNKS = 120
 MAX_CHUNK_PERIODS = 1000
 _COARSER_SLOTS = (datetime.timedelta(minutes=15), datetime.timedelta(hours=1),
                   datetime.timedelta(days=1))
-#: What a kept object costs beyond its periods, in period-equivalents per
-#: byte of its text (the parsed tree is several times the text).
-TEXT_COST = 1 / 64
+#: What a kept object costs beyond its periods, in units of about 400
+#: bytes per byte of its text: a parsed recurring object (icalendar tree,
+#: recurring-ical-events query, dateutil rules) retains about 43 bytes
+#: per byte of its text (tracemalloc, the benchmark's weekly events).
+TEXT_COST = 1 / 9
 
 
 class Limits(NamedTuple):

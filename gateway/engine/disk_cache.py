@@ -27,8 +27,8 @@ Safety:
 - records that a time limit shaped (a busy machine) are not written.
 
 Writes happen in one background thread once the indexes have been
-quiet for a second (at most MAX_DELAY after a change), and at exit; a
-file larger than MAX_BYTES is not written.
+quiet for DELAY (at most MAX_DELAY after a change), and at exit
+(``flush_all``); a file larger than MAX_BYTES is not written.
 """
 
 import atexit
@@ -57,9 +57,9 @@ NAME = "index.json"
 MAX_BYTES = 64 << 20
 #: Writes wait until no index changed for this many seconds (a burst of
 #: first queries is written once, after it, not in its middle) ...
-DELAY = 1.0
+DELAY = 0.5
 #: ... but no longer than this after the first change.
-MAX_DELAY = 15.0
+MAX_DELAY = 2.0
 #: Temporary files older than this are a crashed writer's and go.
 STALE_TMP_SECONDS = 600
 
@@ -261,7 +261,10 @@ _ALL: "weakref.WeakSet[DiskCache]" = weakref.WeakSet()
 
 
 @atexit.register
-def _flush_all() -> None:
+def flush_all() -> None:
+    """Write every pending index of this process now: at exit, and
+    before a worker process leaves by ``os._exit`` (which skips
+    atexit)."""
     for cache in list(_ALL):
         cache.flush()
 
