@@ -197,7 +197,17 @@ def wait_for_port(port: int, process: Optional[subprocess.Popen],
 GATEWAY_COMMAND = [sys.executable, "-m", "gateway", "serve", "--config"]
 
 
-class Server:
+class Reporting:
+    """The free-busy-query REPORT of a server class with ``request``."""
+
+    def report(self, path: str, start: datetime.datetime, days: int,
+               depth: str = "1") -> Tuple[float, bytes]:
+        return self.request("REPORT", path, free_busy_query(start, days),
+                            {"Depth": depth,
+                             "Content-Type": "application/xml"})
+
+
+class Server(Reporting):
     """A gateway or a plain Radicale on its own storage folder, with the
     same users (all with PASSWORD), htpasswd auth and owner_only rights."""
 
@@ -287,16 +297,26 @@ class Server:
                 self.kind, method, path, status, data[:300]))
         return elapsed, data
 
-    def report(self, path: str, start: datetime.datetime, days: int,
-               depth: str = "1") -> Tuple[float, bytes]:
-        return self.request("REPORT", path, free_busy_query(start, days),
-                            {"Depth": depth,
-                             "Content-Type": "application/xml"})
 
 
 # -- comparing --------------------------------------------------------------
 
 Intervals = List[Tuple[datetime.datetime, datetime.datetime]]
+
+
+def process_tree(pid: int) -> List[int]:
+    """``pid`` and its children (the gateway's workers)."""
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
 
 
 def busy_union(answers: List[bytes]) -> Dict[str, Intervals]:

@@ -20,7 +20,6 @@ From the shell:
 
 import argparse
 import concurrent.futures
-import datetime
 import imaplib
 import itertools
 import os
@@ -30,7 +29,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from common import basic, free_busy_query, free_port, fresh_request, \
+from common import Reporting, basic, free_port, fresh_request, \
     wait_for_port
 
 PACKAGES = ("cyrus-imapd", "cyrus-caldav", "cyrus-admin", "sasl2-bin",
@@ -113,7 +112,7 @@ def install() -> None:
             os.remove(policy)
 
 
-class Cyrus:
+class Cyrus(Reporting):
     """One private Cyrus instance under ``folder``."""
 
     kind = "cyrus"
@@ -256,11 +255,6 @@ class Cyrus:
                 method, path, status, data[:300]))
         return elapsed, data
 
-    def report(self, path: str, start: datetime.datetime, days: int,
-               depth: str = "1") -> Tuple[float, bytes]:
-        return self.request("REPORT", path, free_busy_query(start, days),
-                            {"Depth": depth,
-                             "Content-Type": "application/xml"})
 
     def store(self, calendars: Dict[str, Dict[str, str]]) -> List[str]:
         """MKCALENDAR each ``{path: {name: text}}``, then PUT every object

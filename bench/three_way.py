@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from typing import Callable, Dict, List, Optional, Tuple
 
 from common import (PASSWORD, TEAM, USER, WINDOWS, Intervals, Server,
-                    busy_union, difference, make_calendar)
+                    busy_union, difference, make_calendar, process_tree)
 from cyrus import Cyrus
 
 #: Who sends the outbox POSTs (the home of the 20 calendars).
@@ -197,21 +197,6 @@ def throughput(once: Callable[[], object], clients: int, seconds: float
 
 
 # -- memory -----------------------------------------------------------------
-
-def process_tree(pid: int) -> List[int]:
-    """``pid`` and its children (the gateway's workers)."""
-    found = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of ``pid``, its live children and the

@@ -58,7 +58,7 @@ import uuid
 from typing import Dict, List, Optional
 
 from common import (PASSWORD, USER, WINDOWS, Server, basic, free_busy_query,
-                    fresh_request, make_calendar)
+                    fresh_request, make_calendar, process_tree)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -142,26 +142,11 @@ class PeerProcess:
 # -- the gateway processes ----------------------------------------------------
 
 
-def _children(parent: int) -> List[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                found.append(int(entry))
-    return found
-
-
 def processes(servers: List[Server]) -> List[int]:
     """Each instance's process and its workers."""
     pids = []
     for server in servers:
-        pids.append(server.process.pid)
-        pids.extend(_children(server.process.pid))
+        pids.extend(process_tree(server.process.pid))
     return pids
 
 
