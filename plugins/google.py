@@ -31,7 +31,6 @@ elsewhere.
 """
 
 import datetime
-import json
 import re
 
 from gateway.provider import (BUSY, LookupResult, Period, ProviderError,
@@ -156,15 +155,11 @@ class Provider(BaseProvider):
         self.endpoint = options["url"].rstrip("/") + "/freeBusy"
 
     def lookup(self, addresses, window, context):
-        response = self.http.request(
-            "POST", self.endpoint, context,
-            headers={"Content-Type": "application/json",
-                     "Accept": "application/json"},
-            data=json.dumps({
-                "timeMin": rfc3339(window.start),
-                "timeMax": rfc3339(window.end),
-                "timeZone": "UTC",
-                "items": [{"id": a} for a in addresses]}).encode("utf-8"))
+        response = self.http.post_json(self.endpoint, context, {
+            "timeMin": rfc3339(window.start),
+            "timeMax": rfc3339(window.end),
+            "timeZone": "UTC",
+            "items": [{"id": a} for a in addresses]})
         answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)

@@ -30,7 +30,6 @@ required, since ``/me`` needs a signed-in user) or ``token``.
 """
 
 import datetime
-import json
 import logging
 import re
 import urllib.parse
@@ -321,18 +320,14 @@ class Provider(BaseProvider):
                 // self.slot * self.slot
 
     def lookup(self, addresses, window, context):
-        response = self.http.request(
-            "POST", self.endpoint, context,
-            headers={"Content-Type": "application/json",
-                     "Accept": "application/json",
-                     "Prefer": 'outlook.timezone="UTC"'},
-            data=json.dumps({
-                "schedules": list(addresses),
-                "startTime": {"dateTime": _graph_time(window.start),
-                              "timeZone": "UTC"},
-                "endTime": {"dateTime": _graph_time(window.end),
-                            "timeZone": "UTC"},
-                "availabilityViewInterval": self.interval}).encode("utf-8"))
+        response = self.http.post_json(self.endpoint, context, {
+            "schedules": list(addresses),
+            "startTime": {"dateTime": _graph_time(window.start),
+                          "timeZone": "UTC"},
+            "endTime": {"dateTime": _graph_time(window.end),
+                        "timeZone": "UTC"},
+            "availabilityViewInterval": self.interval},
+            headers={"Prefer": 'outlook.timezone="UTC"'})
         answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)

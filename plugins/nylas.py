@@ -121,15 +121,11 @@ class Provider(BaseProvider):
             urllib.parse.quote(extra["grant_id"], safe="@"))
 
     def lookup(self, addresses, window, context):
-        response = self.http.request(
-            "POST", self.endpoint, context,
-            headers={"Content-Type": "application/json",
-                     "Accept": "application/json"},
-            data=json.dumps({
-                "start_time": int(window.start.timestamp()),
-                "end_time": int(window.end.timestamp()),
-                "emails": list(addresses),
-                "tentative_as_busy": True}).encode("utf-8"))
+        response = self.http.post_json(self.endpoint, context, {
+            "start_time": int(window.start.timestamp()),
+            "end_time": int(window.end.timestamp()),
+            "emails": list(addresses),
+            "tentative_as_busy": True})
         answer = response.json()
         if response.status != 200:
             raise self._failure(response, answer)

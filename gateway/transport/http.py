@@ -429,6 +429,16 @@ class HttpClient:
                                 "allowed")
         return found
 
+    def post_json(self, url: str, context: LookupContext, payload,
+                  headers: Optional[Dict[str, str]] = None) -> Response:
+        """POST ``payload`` as JSON, asking for JSON back (the REST
+        providers' one call); ``headers`` adds to those two."""
+        return self.request(
+            "POST", url, context,
+            headers=dict({"Content-Type": "application/json",
+                          "Accept": "application/json"}, **(headers or {})),
+            data=json.dumps(payload).encode("utf-8"))
+
     def throttle(self, seconds) -> None:
         """Remember that the foreign side asked for a pause of ``seconds``
         (read from a body: EWS BackOffMilliseconds, a Nylas error): calls
