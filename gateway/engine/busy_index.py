@@ -331,6 +331,10 @@ class CollectionIndex:
         self.records: Dict[str, Record] = {}
         #: hrefs of objects with VAVAILABILITY
         self.available: Set[str] = set()
+        #: records read from disk for files whose fingerprint the file
+        #: could not vouch for (changed just before it was written): taken
+        #: when the object, read again, has the same etag
+        self.candidates: Dict[str, Record] = {}
         self.months: "collections.OrderedDict[int, Month]" = \
             collections.OrderedDict()
         #: what changed since the disk cache was last written
@@ -355,6 +359,20 @@ class CollectionIndex:
                     month.pending.add(href)
             self.dirty = True
             self.changes += 1
+
+    def adopt(self, hrefs: Iterable[str], etags: Dict[str, str]) -> None:
+        """Take the candidate records of ``hrefs`` whose etag is the
+        current one (no parsing), and fill the months with them."""
+        taken = False
+        for href in hrefs:
+            candidate = self.candidates.pop(href, None)
+            if candidate is not None and href not in self.records and \
+                    candidate.etag == etags.get(href):
+                self.add_record(href, candidate)
+                taken = True
+        if taken:
+            for month in self.months.values():
+                self.settle(month)
 
     def add_record(self, href: str, record: Record) -> None:
         self.records[href] = record

@@ -419,11 +419,16 @@ def restore(data: Dict, listing) -> None:
         if not isinstance(entry, list) or len(entry) != 6:
             raise ValueError("bad record")
         href, etag, recurring, availability = entry[:4]
-        if etags.get(href) != etag:
-            continue                # written for another version of it
-        index.add_record(href, Record(
-            etag, _triples(entry[4]), _declined(entry[5]), bool(recurring),
-            bool(availability), version=-1))
+        if not isinstance(href, str) or not isinstance(etag, str):
+            raise ValueError("bad record")
+        record = Record(etag, _triples(entry[4]), _declined(entry[5]),
+                        bool(recurring), bool(availability), version=-1)
+        if href not in etags:
+            # Its file was too fresh to be vouched for by its fingerprint:
+            # usable once the file, read again, shows this etag.
+            index.candidates[href] = record
+        elif etags[href] == etag:
+            index.add_record(href, record)
     for entry in data["months"]:
         key, parts = entry
         key = _ints([key], 1)[0]

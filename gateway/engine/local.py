@@ -272,6 +272,11 @@ class LocalEngine:
         wanted = set()
         for month in months:
             wanted |= month.pending
+        if index.candidates and wanted:
+            index.adopt(wanted, listing.etags)
+            wanted = set()
+            for month in months:
+                wanted |= month.pending
         objects = self._objects_of(collection, listing, zone_text, zone,
                                    sorted(wanted), items, raw, used)
         for href, busy_object in objects.items():
