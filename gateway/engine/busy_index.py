@@ -63,7 +63,10 @@ def seconds_up(moment: datetime.datetime) -> int:
 
 
 def moment(value: int) -> datetime.datetime:
-    return EPOCH + datetime.timedelta(seconds=value)
+    try:
+        return datetime.datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):  # the platform's range
+        return EPOCH + datetime.timedelta(seconds=value)
 
 
 def month_keys(window: Window) -> List[int]:
@@ -185,8 +188,15 @@ def lines(busy: Busy) -> List[Tuple[int, int, int]]:
 
 
 def periods_of(busy: Busy) -> List[Period]:
-    return [Period(moment(s), moment(e), FBTYPES[c])
-            for s, e, c in lines(busy)]
+    """Busy as Period values, in answer order (the faces' form; one
+    answer may hold tens of thousands, so the loop is kept tight)."""
+    make = datetime.datetime.fromtimestamp
+    try:
+        return [Period(make(s, UTC), make(e, UTC), FBTYPES[c])
+                for s, e, c in lines(busy)]
+    except (OverflowError, OSError, ValueError):  # the platform's range
+        return [Period(moment(s), moment(e), FBTYPES[c])
+                for s, e, c in lines(busy)]
 
 
 def size(busy: Busy) -> int:
