@@ -53,6 +53,7 @@ from typing import (Any, Dict, Iterator, List, NamedTuple, Optional,
                     Tuple)
 
 from gateway import config, metrics
+from gateway.engine import disk_cache
 
 logger = logging.getLogger(__name__)
 
@@ -569,6 +570,13 @@ class Supervisor:
             except BaseException:
                 logger.exception("Worker %d failed", number)
             finally:
+                # os._exit skips atexit: the busy indexes computed last
+                # are written now, so the next start finds them.
+                try:
+                    disk_cache.flush_all()
+                except Exception:
+                    logger.exception("Worker %d: indexes not written",
+                                     number)
                 logging.shutdown()
                 os._exit(status)
         if ready:
