@@ -173,7 +173,8 @@ class GatewayApplication(radicale.Application):
                 "reporting", "max_freebusy_occurrence")),
             max_cost=gateway_config.gateway["local_cache_size"],
             answer_seconds=gateway_config.gateway["timeout"],
-            addresses_of=self.local_users.addresses_of)
+            addresses_of=self.local_users.addresses_of,
+            disk_cache=gateway_config.gateway["local_disk_cache"])
         options = self.gateway_options
         self.providers = load_providers(gateway_config) \
             if providers is None else providers

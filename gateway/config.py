@@ -277,6 +277,11 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
     "metrics_users": Option(_name_list, "", "Local accounts that may read "
                             "the metrics (Basic login); empty: anyone who "
                             "reaches the URL."),
+    "local_disk_cache": Option(_boolean, "yes", "Keep each calendar's "
+                               "busy index on disk beside Radicale's item "
+                               "cache (.Radicale.cache/freebusy/), so a "
+                               "restart answers from it; no: nothing is "
+                               "written or read."),
     "local_cache_size": Option(_positive_int, "500000", "How much the local "
                                "engine keeps of parsed objects and their "
                                "expansions, in cost units of about 400 "
