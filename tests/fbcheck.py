@@ -91,6 +91,21 @@ def assert_utc_never_free(data) -> None:
     assert "FBTYPE=FREE" not in text.replace("\r\n ", "")
 
 
+def assert_windows_tile(calls, names, start: str, end: str) -> None:
+    """The windows a provider was asked for each of ``names`` join
+    without gap or overlap from ``start`` to ``end`` (RFC 3339 UTC).
+    ``calls`` are ``(addresses asked, (window start, window end))``."""
+    covered = {}
+    for addresses, window in calls:
+        for name in addresses:
+            covered.setdefault(name, []).append(window)
+    for name in names:
+        parts = sorted(covered[name])
+        assert parts[0][0].isoformat() == start, parts
+        assert parts[-1][1].isoformat() == end, parts
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:])), parts
+
+
 def schedule_response(response):
     """[(recipient, status code, calendar-data or None)] in answer order."""
     assert response.status_code == 200, response.text

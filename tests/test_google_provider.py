@@ -24,7 +24,8 @@ from emulators.google_server import Calendar, GoogleServer
 from emulators.tls import Pki
 from emulators.token_endpoint import (GOOGLE_AUDIENCE, IdentityProvider,
                                       service_account_key_file)
-from fbcheck import assert_same_periods, periods_of, schedule_response
+from fbcheck import (assert_same_periods, assert_windows_tile, periods_of,
+                     schedule_response)
 from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
@@ -266,17 +267,12 @@ def test_more_than_50_calendars_and_60_days_are_split(shared, google):
     # 120 days in parts of at most 60, 55 calendars in 50 + 5.
     assert google.statuses() == [200] * 4
     assert sorted(len(r.items) for r in google.requests) == [5, 5, 50, 50]
-    covered = {}
     for call in google.requests:
         start, end = call.window()
         assert end - start <= datetime.timedelta(days=60)
-        for name in call.items:
-            covered.setdefault(name, []).append((start, end))
-    for name in names:
-        parts = sorted(covered[name])
-        assert parts[0][0].isoformat() == "2026-01-01T00:00:00+00:00"
-        assert parts[-1][1].isoformat() == "2026-05-01T00:00:00+00:00"
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:])), parts
+    assert_windows_tile(
+        [(call.items, call.window()) for call in google.requests], names,
+        "2026-01-01T00:00:00+00:00", "2026-05-01T00:00:00+00:00")
 
 
 def test_limits_beyond_googles_fail_never_free(gateway_factory, setup,

@@ -21,7 +21,8 @@ import pytest
 from conftest import ROOT, Gateway, check_config
 from emulators.nylas_server import NylasServer, Person, unix
 from emulators.tls import Pki
-from fbcheck import assert_same_periods, periods_of, schedule_response
+from fbcheck import (assert_same_periods, assert_windows_tile, periods_of,
+                     schedule_response)
 from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
@@ -255,17 +256,12 @@ def test_more_than_20_emails_and_61_days_are_split(shared, nylas):
     # 100 days in parts of at most 61, 25 emails in 20 + 5.
     assert nylas.statuses() == [200] * 4
     assert sorted(len(r.emails) for r in nylas.requests) == [5, 5, 20, 20]
-    covered = {}
     for call in nylas.requests:
         start, end = call.window()
         assert end - start <= datetime.timedelta(days=61)
-        for name in call.emails:
-            covered.setdefault(name, []).append((start, end))
-    for name in names:
-        parts = sorted(covered[name])
-        assert parts[0][0].isoformat() == "2026-01-01T00:00:00+00:00"
-        assert parts[-1][1].isoformat() == "2026-04-11T00:00:00+00:00"
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:])), parts
+    assert_windows_tile(
+        [(call.emails, call.window()) for call in nylas.requests], names,
+        "2026-01-01T00:00:00+00:00", "2026-04-11T00:00:00+00:00")
 
 
 def test_limits_beyond_the_providers_fail_never_free(gateway_factory, setup,

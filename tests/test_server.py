@@ -224,6 +224,14 @@ def test_a_request_in_progress_finishes_after_sigterm(server_factory, peer):
     slow_system = peer()
     slow_system.script["slow@fb.example.net"] = ["hang"]
     gateway = server_factory(extra=ifb_provider(slow_system, 3))
+    assert_a_post_in_progress_finishes_after_sigterm(gateway, slow_system)
+
+
+def assert_a_post_in_progress_finishes_after_sigterm(
+        gateway: Gateway, slow_system: IfbPeer, wait: float = 10) -> None:
+    """An outbox POST waiting on ``slow_system`` (which hangs for
+    slow@fb.example.net) when SIGTERM comes: no new connection is taken,
+    the POST gets its whole answer, the server exits 0 within ``wait``."""
     answer = {}
     thread = threading.Thread(target=lambda: answer.setdefault(
         "response", outbox_post(gateway, ["slow@fb.example.net",
@@ -251,7 +259,7 @@ def test_a_request_in_progress_finishes_after_sigterm(server_factory, peer):
     assert [(a[0], a[1]) for a in schedule_response(response)] == [
         ("mailto:slow@fb.example.net", "5.3"),
         ("mailto:alice@example.com", "2.0")]
-    assert gateway.process.wait(10) == 0
+    assert gateway.process.wait(wait) == 0
 
 
 # -- [server] max_content_length ----------------------------------------

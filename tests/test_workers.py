@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Dict, Optional, Set, Tuple
 
@@ -26,8 +25,9 @@ import pytest
 
 from conftest import ROOT, Gateway, wait_for_port
 from emulators.ifb_peer import IfbPeer
-from fbcheck import periods_of, schedule_response
-from icaldata import event, freebusy_request
+from fbcheck import periods_of
+from icaldata import event
+from test_server import assert_a_post_in_progress_finishes_after_sigterm
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 WINDOW = ("20260105T000000Z", "20260112T000000Z")
@@ -299,35 +299,9 @@ def test_a_request_in_progress_finishes_when_the_supervisor_stops(gateway):
             "timeout = 3\n[provider:fb]\ntype = ifb\ndomains = "
             "fb.example.net\nurl = %s\nwindow_params = calconnect\n"
             "timeout = 3\ncache_ttl = 0\n" % peer.url_template())
-        answer = {}
-        thread = threading.Thread(target=lambda: answer.setdefault(
-            "response", gw.post("/alice/.schedule-outbox/", freebusy_request(
-                ["slow@fb.example.net", "alice@example.com"], *WINDOW),
-                "alice")), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not peer.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert peer.requests
-        gw.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", gw.port), 1).close()
-            except OSError:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("still accepting connections after SIGTERM")
-        thread.join(30)
+        assert_a_post_in_progress_finishes_after_sigterm(gw, peer, wait=15)
     finally:
         peer.close()
-    response = answer["response"]
-    assert response.status_code == 200, response.text
-    assert [(a[0], a[1]) for a in schedule_response(response)] == [
-        ("mailto:slow@fb.example.net", "5.3"),
-        ("mailto:alice@example.com", "2.0")]
-    assert gw.process.wait(15) == 0
 
 
 @pytest.mark.parametrize("value", ["0", "two", "65"])
