@@ -17,6 +17,8 @@ from typing import Dict, Iterable, Optional
 import pytest
 import requests
 
+from icaldata import freebusy_request
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -198,6 +200,14 @@ class Gateway:
              **kwargs) -> requests.Response:
         return self.request("POST", path, ics, user=user,
                             headers={"Content-Type": content_type}, **kwargs)
+
+    def outbox(self, attendees, window, user: str = "alice",
+               timeout: float = 120) -> requests.Response:
+        """``user``'s outbox POST of a VFREEBUSY request for
+        ``attendees`` over ``window`` (two iCalendar UTC times)."""
+        return self.post("/%s/.schedule-outbox/" % user,
+                         freebusy_request(attendees, *window), user,
+                         timeout=timeout)
 
 
 @pytest.fixture

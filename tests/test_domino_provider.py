@@ -14,7 +14,6 @@ import pytest
 from conftest import ROOT, check_config
 from emulators.domino_server import PATH, DominoServer
 from fbcheck import assert_same_periods, periods_of, schedule_response
-from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
 CAROL = [("20260105T090000Z", "20260105T100000Z"),
@@ -47,9 +46,7 @@ def section(domino, pki, timeout=5, credentials=None, extra=""):
 
 
 def post(gateway, attendees, window=WINDOW):
-    return gateway.post("/alice/.schedule-outbox/",
-                        freebusy_request(attendees, *window), "alice",
-                        timeout=120)
+    return gateway.outbox(attendees, window)
 
 
 def ask(gateway, attendees, window=WINDOW):

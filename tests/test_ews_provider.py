@@ -23,7 +23,6 @@ from emulators.ews_server import EwsServer, Mailbox, utc
 from emulators.tls import Pki
 from emulators.token_endpoint import IdentityProvider
 from fbcheck import assert_same_periods, periods_of, schedule_response
-from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")
 USERS = {"fbsync": "Secret-1"}
@@ -77,8 +76,7 @@ def ask(gateway, attendees, window=WINDOW):
 
 
 def post(gateway, attendees, window=WINDOW):
-    return gateway.post("/alice/.schedule-outbox/", freebusy_request(
-        attendees, *window), "alice", timeout=120)
+    return gateway.outbox(attendees, window)
 
 
 # -- what Exchange says, read right -------------------------------------------

@@ -26,7 +26,6 @@ from emulators.token_endpoint import (GOOGLE_AUDIENCE, IdentityProvider,
                                       service_account_key_file)
 from fbcheck import (assert_same_periods, assert_windows_tile, periods_of,
                      schedule_response)
-from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
 FREEBUSY_SCOPE = "https://www.googleapis.com/auth/calendar.freebusy"
@@ -113,9 +112,7 @@ def google(setup):
 
 
 def post(gateway, attendees, window=WINDOW):
-    return gateway.post("/alice/.schedule-outbox/",
-                        freebusy_request(attendees, *window), "alice",
-                        timeout=120)
+    return gateway.outbox(attendees, window)
 
 
 def ask(gateway, attendees, window=WINDOW):

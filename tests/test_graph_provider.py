@@ -19,7 +19,6 @@ from emulators.graph_server import Event, GraphServer, Mailbox
 from emulators.token_endpoint import IdentityProvider
 from fbcheck import (assert_same_periods, assert_windows_tile, periods_of,
                      schedule_response)
-from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
 CAROL = [
@@ -80,9 +79,7 @@ def section(graph, idp, pki, mailbox="finder@corp.example", timeout=5,
 
 
 def post(gateway, attendees, window=WINDOW):
-    return gateway.post("/alice/.schedule-outbox/",
-                        freebusy_request(attendees, *window), "alice",
-                        timeout=120)
+    return gateway.outbox(attendees, window)
 
 
 def ask(gateway, attendees, window=WINDOW):

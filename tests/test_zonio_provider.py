@@ -16,7 +16,6 @@ from conftest import ROOT, check_config
 from emulators.tls import Pki
 from emulators.zonio_server import PREFIX, Interval, ZonioServer
 from fbcheck import assert_same_periods, periods_of, schedule_response
-from icaldata import freebusy_request
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
 #: 1767571200 and 1767916800 as Unix seconds
@@ -64,9 +63,7 @@ def certificate(pki):
 
 
 def post(gateway, attendees, window=WINDOW):
-    return gateway.post("/alice/.schedule-outbox/",
-                        freebusy_request(attendees, *window), "alice",
-                        timeout=120)
+    return gateway.outbox(attendees, window)
 
 
 def ask(gateway, attendees, window=WINDOW):
