@@ -481,6 +481,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 SUPERVISOR_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 #: Seconds the first workers get to build the application and listen.
 STARTUP_SECONDS = 60.0
+#: Starts of one worker that a signal may end before ``serve`` gives up.
+STARTUP_ATTEMPTS = 3
 #: A worker that lived this long before it died is restarted at once;
 #: one that died sooner waits 1, 2, 4 ... RESTART_DELAY_MAX seconds, so a
 #: worker that cannot run does not spin.
@@ -586,9 +588,14 @@ class Supervisor:
         return pid, read_fd
 
     def _start_all(self) -> None:
-        """Fork every worker and wait until each listens; one that stops
-        first fails ``serve`` (its traceback is in the log)."""
+        """Fork every worker and wait until each listens.  One that exits
+        first fails ``serve`` (its own error, such as a bad setting, is in
+        the log and would recur); one killed by a signal while starting
+        (the OOM killer, an admin) is started again, up to
+        ``STARTUP_ATTEMPTS`` times, as gunicorn halts only on a boot
+        error."""
         waiting: Dict[int, Tuple[int, int]] = {}
+        attempts: Dict[int, int] = {}
         try:
             for number in range(1, self.count + 1):
                 pid, read_fd = self._fork(number, ready=True)
@@ -607,6 +614,18 @@ class Supervisor:
                     if not os.read(fd, 1):
                         _, status = os.waitpid(pid, 0)
                         del self.workers[pid]
+                        self._pipes.remove(fd)
+                        os.close(fd)
+                        attempts[number] = attempts.get(number, 1) + 1
+                        if os.WIFSIGNALED(status) and \
+                                attempts[number] <= STARTUP_ATTEMPTS:
+                            logger.warning(
+                                "Worker %d (pid %d) %s while starting; "
+                                "starting it again", number, pid,
+                                _describe(status))
+                            pid, read_fd = self._fork(number, ready=True)
+                            waiting[read_fd] = (pid, number)
+                            continue
                         raise SystemExit(
                             "fbgateway: worker %d stopped while starting "
                             "(%s); its error is in the log" % (

@@ -9,6 +9,9 @@ local engine's stat check, not a shared memory); SIGTERM to the
 supervisor stops every worker, after the request in progress; a killed
 worker is replaced and serves; workers stop by themselves when their
 supervisor is killed; a bad worker count is one configuration error.
+In process (the supervisor forking a stand-in for waitress): a worker
+killed while starting is started again, one that fails while starting
+fails ``serve``.
 """
 
 import base64
@@ -22,6 +25,8 @@ import time
 from typing import Dict, Optional, Set, Tuple
 
 import pytest
+
+from gateway import server
 
 from conftest import ROOT, Gateway, wait_for_port
 from emulators.ifb_peer import IfbPeer
@@ -45,10 +50,19 @@ class WorkersGateway(Gateway):
     workers run."""
 
     def start(self) -> "WorkersGateway":
+        """Started once the supervisor says both workers listen (the port
+        accepts connections as soon as it is bound, before any worker);
+        that line is a notice, so the log level is info."""
+        ini = self.config_path.read_text()
+        self.config_path.write_text(ini.replace("level = warning",
+                                                "level = info", 1))
         super().start()
-        deadline = time.monotonic() + 30
-        while len(self.workers()) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while "Listening on" not in self.log() and \
+                time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
             time.sleep(0.05)
+        assert "Listening on" in self.log(), self.log()
         assert len(self.workers()) == 2, self.log()
         return self
 
@@ -321,3 +335,79 @@ def test_a_bad_worker_count_is_one_configuration_error(tmp_path, value):
                                if value != "two" else
                                "invalid literal for int() with base 10: "
                                "'two'")], done.stderr
+
+
+# -- starting, in process ---------------------------------------------------
+
+def start_workers(monkeypatch, tmp_path, child) -> server.Supervisor:
+    """A supervisor whose workers run ``child(number, worker, marker)``
+    in place of waitress; ``marker`` is a per-worker file a child may
+    use to remember an earlier start."""
+    def run_waitress(gateway_config, providers, sockets, worker):
+        child(worker.number, worker, tmp_path / ("started-%d" % worker.number))
+    monkeypatch.setattr(server, "run_waitress", run_waitress)
+    return server.Supervisor(None, [], [], 2)
+
+
+def ready_then_exit(worker) -> None:
+    os.write(worker.ready_fd, b"1")
+    os.close(worker.ready_fd)
+
+
+def reap(supervisor: server.Supervisor) -> None:
+    for pid in list(supervisor.workers):
+        os.waitpid(pid, 0)
+        del supervisor.workers[pid]
+
+
+def test_a_worker_killed_while_starting_is_started_again(
+        monkeypatch, tmp_path, caplog):
+    def child(number, worker, marker):
+        if number == 1 and not marker.exists():
+            marker.write_text("once")
+            os.kill(os.getpid(), signal.SIGKILL)
+        ready_then_exit(worker)
+
+    supervisor = start_workers(monkeypatch, tmp_path, child)
+    supervisor._start_all()
+    try:
+        assert sorted(n for n, _ in supervisor.workers.values()) == [1, 2]
+        assert "Worker 1" in caplog.text and "killed by SIGKILL while " \
+            "starting; starting it again" in caplog.text
+    finally:
+        reap(supervisor)
+
+
+def test_a_worker_killed_at_every_start_fails_serve(monkeypatch, tmp_path):
+    def child(number, worker, marker):
+        if number == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        ready_then_exit(worker)
+
+    supervisor = start_workers(monkeypatch, tmp_path, child)
+    try:
+        with pytest.raises(SystemExit, match="worker 2 stopped while "
+                           "starting \\(killed by SIGKILL\\)"):
+            supervisor._start_all()
+    finally:
+        reap(supervisor)
+
+
+def test_a_worker_failing_while_starting_fails_serve_at_once(
+        monkeypatch, tmp_path):
+    def child(number, worker, marker):
+        if number == 1:
+            with open(str(marker) + ".%d" % os.getpid(), "w"):
+                pass
+            raise RuntimeError("bad setting")
+        ready_then_exit(worker)
+
+    supervisor = start_workers(monkeypatch, tmp_path, child)
+    try:
+        with pytest.raises(SystemExit, match="worker 1 stopped while "
+                           "starting \\(exit status 1\\)"):
+            supervisor._start_all()
+    finally:
+        reap(supervisor)
+    # Started once: its own error would recur.
+    assert len(list(tmp_path.glob("started-1.*"))) == 1
