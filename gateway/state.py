@@ -101,7 +101,8 @@ class AnswerCache:
         when another process sharing the cache is fetching it (for at
         most ``seconds``): the caller then polls ``get`` and claims again
         until one of the two succeeds, so N instances make one foreign
-        call.  Inside one process the fan-out's own single flight joins
+        call.  Claiming what this process holds renews it for
+        ``seconds``.  Inside one process the fan-out's own single flight joins
         calls, so a cache no other process shares always says True."""
         return True
 

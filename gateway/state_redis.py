@@ -420,12 +420,14 @@ end
 return false
 """
 
-#: KEYS: claim; ARGV: owner, ms.  1 when the owner holds it now.
+#: KEYS: claim; ARGV: owner, ms.  1 when the owner holds it now (for ms
+#: more: claiming again renews).
 _CLAIM = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return 1
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
@@ -436,9 +438,10 @@ class RedisAnswerCache(AnswerCache):
     """Answers in Redis for their TTL, at most ``windows_per_key``
     windows per key (newest kept), each at most ``max_bytes`` encoded;
     Redis' own memory limit (docs/redis.md) bounds the total.  A claim is
-    a key with this process's id that expires after the claimer's
-    deadline.  With Redis down, this process's own small cache answers
-    what it fetched itself."""
+    a key with this process's id on a short lease its holder renews
+    while it fetches (gateway.engine.fanout.CLAIM_LEASE), so a killed
+    holder delays the others by one lease.  With Redis down, this
+    process's own small cache answers what it fetched itself."""
 
     def __init__(self, link: RedisLink, max_bytes: int = MAX_ANSWER_BYTES,
                  windows_per_key: int = 8) -> None:

@@ -15,6 +15,8 @@ import signal
 import threading
 import time
 
+import requests
+
 from emulators.ifb_peer import IfbPeer
 from emulators.webdav_freebusy import WebDavFolder
 from fbcheck import periods_of
@@ -39,12 +41,20 @@ def ical(moment: datetime.datetime) -> str:
 
 class SlowIfbPeer(IfbPeer):
     """The CalConnect read URL server, answering after ``delay`` seconds
-    (a slow foreign system), so that two instances ask at once."""
+    (a slow foreign system), so that two instances ask at once;
+    ``arrived`` is set when a call comes in; setting ``wake`` ends every
+    wait."""
 
     delay = 0.0
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived = threading.Event()
+        self.wake = threading.Event()
+
     def _handle(self, handler) -> None:
-        time.sleep(self.delay)
+        self.arrived.set()
+        self.wake.wait(self.delay)
         super()._handle(handler)
 
 
@@ -111,6 +121,66 @@ def test_a_foreign_answer_fetched_by_one_instance_serves_the_other(
     keys = client.keys("*")
     assert keys and all(k.startswith(b"fbgw:") for k in keys)
     assert all(client.pttl(k) > 0 for k in keys)
+
+
+def test_one_instance_killed_mid_fetch_costs_the_round_robin_no_answer(
+        gateway_factory, servers, redis_server, tmp_path):
+    """a is killed while it fetches an answer b waits for (a's claim in
+    Redis): b fetches it itself once a's claim lease runs out, well
+    before its own deadline; then a round-robin client that moves on to
+    b when a does not answer (as a load balancer does) gets every answer
+    right, local and foreign."""
+    peer = servers(SlowIfbPeer("calconnect", {"x@corp.example": CORP_BUSY}))
+    a, b = pair(gateway_factory, tmp_path, "cache = %s\ntimeout = 30\n%s" % (
+        redis_server.url, corp_section(peer)))
+    path = a.mkcalendar("alice", "cal")
+    a.put(path + "a.ics", event("a", 1, 14), "alice")
+    start, end = TODAY, TODAY + datetime.timedelta(days=3)
+    expected = {"BUSY": [(ical(CORP_BUSY[0][0]), ical(CORP_BUSY[0][1]))]}
+    peer.delay = 60.0
+    def doomed_read():
+        try:
+            read_url(a, "x@corp.example", start, end)
+        except requests.ConnectionError:
+            pass                      # a was killed: what this test does
+
+    doomed = threading.Thread(target=doomed_read)
+    doomed.daemon = True
+    doomed.start()
+    assert peer.arrived.wait(20), "a never asked the peer"
+    peer.delay = 0.0
+    answers = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        (read_url(b, "x@corp.example", start, end), time.monotonic())))
+    asked = time.monotonic()
+    waiter.start()
+    time.sleep(0.5)                   # b finds a's claim and waits on it
+    os.kill(a.process.pid, signal.SIGKILL)
+    a.process.wait(10)
+    waiter.join(40)
+    response, answered = answers[0]
+    assert response.status_code == 200, response.text
+    assert periods_of(response.content) == expected
+    assert answered - asked < 15, "b waited for a dead instance's deadline"
+    assert corp_requests(peer, "x@corp.example") == 1   # b's (a's hangs)
+
+    instances = [a, b]
+    for turn in range(8):
+        first = instances[turn % 2]
+        for gateway in (first, b if first is a else a):
+            try:
+                response = read_url(gateway, ("x@corp.example", "alice"
+                                              "@example.com")[turn % 2],
+                                    start, end)
+                break
+            except requests.ConnectionError:
+                continue
+        assert response.status_code == 200, response.text
+        assert periods_of(response.content) == (expected if turn % 2 == 0
+                                                else {"BUSY": [hour_span(
+                                                    1, 14)]})
+    assert corp_requests(peer, "x@corp.example") == 1   # from the cache
+    peer.wake.set()
 
 
 def test_a_push_queued_on_one_is_delivered_once_after_it_is_killed(

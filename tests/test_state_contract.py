@@ -188,7 +188,11 @@ def test_one_instance_at_a_time_claims_an_answer(redis_server):
     mine.unclaim("k", *window)
     assert theirs.claim("k", *window, 0.3)
     time.sleep(0.4)                             # a claim expires
-    assert mine.claim("k", *window, 5)
+    assert mine.claim("k", *window, 0.3)
+    for _ in range(3):                          # ... unless renewed
+        time.sleep(0.2)
+        assert mine.claim("k", *window, 0.3)
+        assert not theirs.claim("k", *window, 5)
 
 
 def test_shared_answers_are_bounded_and_checked(redis_server):

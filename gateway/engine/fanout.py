@@ -46,6 +46,11 @@ LocalLookup = Callable[[str, Window, str, set], LookupResult]
 #: Calls of one provider in flight at once, unless its ``max_parallel``
 #: says otherwise.
 DEFAULT_MAX_PARALLEL = 8
+#: A claim on a shared answer lasts this long unless its holder renews
+#: it (every third of it, while its calls run): an instance killed in the
+#: middle of a fetch holds the others up for this long, not for its
+#: whole deadline.
+CLAIM_LEASE = 3.0
 
 
 def cache_key(provider, address: str, requester: str) -> str:
@@ -187,9 +192,13 @@ class FanOut:
             jobs += self._await_others(waiting, window, context, results,
                                        providers, foreign)
         futures = [job[3] for job in jobs] + [f for _, f in local_jobs]
-        if futures:
-            concurrent.futures.wait(futures, timeout=max(
-                0.0, deadline - time.monotonic()))
+        while futures:
+            left = deadline - time.monotonic()
+            futures = concurrent.futures.wait(futures, timeout=max(
+                0.0, min(left, CLAIM_LEASE / 3)))[1]
+            if left <= CLAIM_LEASE / 3:
+                break
+            self._renew(providers, foreign, window, requester, deadline)
         for address, future in local_jobs:
             results[address] = self._local_result(address, future)
         results.update(self._collect(providers, foreign, jobs, window,
@@ -210,7 +219,17 @@ class FanOut:
             return True
         return self.cache.claim(cache_key(provider, bare, requester),
                                 window.start, window.end,
-                                max(0.001, deadline - time.monotonic()))
+                                max(0.001, min(CLAIM_LEASE,
+                                               deadline - time.monotonic())))
+
+    def _renew(self, providers, foreign, window: Window, requester: str,
+               deadline: float) -> None:
+        """Renew this instance's claims on what it is fetching (claiming
+        what one holds extends it)."""
+        for name, entries in foreign.items():
+            for _, bare in entries:
+                self._claimed(providers[name], bare, requester, window,
+                              deadline)
 
     def _unclaim(self, provider, bare, requester, window) -> None:
         if self._cache_ttl(provider) > 0:
@@ -227,7 +246,12 @@ class FanOut:
         out, never free."""
         jobs = []
         pause = 0.01
+        renewed = time.monotonic()
         while waiting:
+            if time.monotonic() - renewed >= CLAIM_LEASE / 3:
+                self._renew(providers, foreign, window, context.requester,
+                            context.deadline)
+                renewed = time.monotonic()
             still = []
             for address, bare, target in waiting:
                 cached = self.cache.get(
