@@ -10,6 +10,7 @@ key.
 """
 
 import configparser
+import ipaddress
 import os
 import re
 import urllib.parse
@@ -129,6 +130,14 @@ def _origin_list(value: str) -> Tuple[str, ...]:
     return origins
 
 
+def _proxy_address(value: str) -> str:
+    """The reverse proxy's IP address as waitress compares it (or *)."""
+    value = value.strip()
+    if value and value != "*":
+        value = str(ipaddress.ip_address(value))
+    return value
+
+
 #: Most worker processes of ``fbgateway serve``.
 MAX_WORKERS = 64
 
@@ -243,6 +252,18 @@ GATEWAY_SCHEMA: Dict[str, Option] = {
     "cors_origins": Option(_origin_list, "", "Web origins (scheme://host"
                            "[:port]) whose pages may call the JSON routes "
                            "from a browser; empty: none."),
+    "trusted_proxy": Option(_proxy_address, "", "IP address of the "
+                            "reverse proxy (or load balancer) in front: "
+                            "from it, X-Forwarded-For/-Proto/-Host/-Port "
+                            "give each request's client address, scheme "
+                            "and host (for anonymous callers' "
+                            "requests_per_minute and Autodiscover); * "
+                            "trusts every peer. Empty: headers dropped. "
+                            "fbgateway serve only; under gunicorn use its "
+                            "forwarded_allow_ips."),
+    "trusted_proxy_count": Option(_positive_int, "1", "Proxies in a row "
+                                  "in front whose X-Forwarded-For entries "
+                                  "are trusted."),
     "default_working_hours": Option(WorkingHours.parse, "Mon-Fri 09:00-17:00 "
                                     "UTC", "Working hours of users who have "
                                     "none of their own (VAVAILABILITY or "

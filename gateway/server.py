@@ -325,7 +325,7 @@ def settings(gateway_config: config.GatewayConfig) -> Dict[str, Any]:
     threads = max(radicale.get("server", "max_connections"),
                   options["threads"])
     max_content_length = radicale.get("server", "max_content_length")
-    return {
+    result = {
         "threads": threads,
         "connection_limit": max(options["connection_limit"], threads),
         "channel_timeout": max(1, int(round(radicale.get("server",
@@ -342,6 +342,16 @@ def settings(gateway_config: config.GatewayConfig) -> Dict[str, Any]:
         "asyncore_use_poll": True,
         "ident": "fbgateway",
     }
+    if options["trusted_proxy"]:
+        # Waitress rewrites REMOTE_ADDR, wsgi.url_scheme and HTTP_HOST
+        # from the trusted proxy's headers and drops them from others.
+        result.update(
+            trusted_proxy=options["trusted_proxy"],
+            trusted_proxy_count=options["trusted_proxy_count"],
+            trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto",
+                                   "x-forwarded-host", "x-forwarded-port"},
+            clear_untrusted_proxy_headers=True)
+    return result
 
 
 def _raise_file_limit(wanted: int) -> None:

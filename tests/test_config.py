@@ -60,6 +60,8 @@ def test_shipped_provider_examples_are_valid(tmp_path):
     ("timeout = 0\n", ["[gateway]", "timeout", "greater than 0"]),
     ("max_hops = -1\n", ["[gateway]", "max_hops"]),
     ("colour = blue\n", ["[gateway]", "unknown key", "colour"]),
+    ("trusted_proxy = proxy.example\n", ["[gateway]", "trusted_proxy",
+                                         "proxy.example"]),
     ("[provider:p]\ndomains = p.example\nurl = http://127.0.0.1:1/\n",
      ["[provider:p]", "missing required key", "type"]),
     ("[provider:p]\ntype = caldav\nurl = http://127.0.0.1:1/\n",

@@ -412,3 +412,28 @@ def test_each_caller_is_held_to_requests_per_minute(gateway_factory):
     # address.
     assert read_url(gateway, "bob@example.com", "alice").status_code == 200
     assert read_url(gateway, "bob@example.com", None).status_code == 200
+
+
+def test_behind_a_trusted_proxy_anonymous_callers_are_counted_apart(
+        gateway_factory):
+    """From ``trusted_proxy`` (here the test's own loopback address),
+    X-Forwarded-For names the caller; the same header from anyone else
+    is dropped, so a caller cannot pick a fresh budget."""
+    def ask(gateway, forwarded):
+        return gateway.request("GET", "/.freebusy/bob@example.com",
+                               headers={"X-Forwarded-For": forwarded})
+
+    proxied = gateway_factory(users=dict(USERS), name="proxied", extra=(
+        "requests_per_minute = 2\nanonymous_freebusy = yes\n"
+        "trusted_proxy = 127.0.0.1\n"))
+    assert [ask(proxied, "192.0.2.1").status_code for _ in range(3)] == \
+        [200, 200, 429]
+    assert ask(proxied, "192.0.2.2").status_code == 200
+    # Only the proxy's own entry (the last) counts: a client's forged
+    # entries before it do not.
+    assert ask(proxied, "203.0.113.9, 192.0.2.1").status_code == 429
+
+    direct = gateway_factory(users=dict(USERS), name="direct", extra=(
+        "requests_per_minute = 2\nanonymous_freebusy = yes\n"))
+    assert [ask(direct, "192.0.2.%d" % i).status_code
+            for i in range(3)] == [200, 200, 429]
