@@ -37,6 +37,43 @@ def answer(obj, window, excluding=frozenset()):
 JAN = W((2026, 1, 1), (2026, 2, 1))
 
 
+@pytest.mark.parametrize("lines,window,expected", [
+    # Every five hours from 1900-01-01 09:00 UTC: 2026-03-02 00:00 is
+    # 1,105,935 hours (221,187 steps) later, so the day's instances start
+    # at 00:00, 05:00 ... 20:00.
+    (("DTSTART:19000101T090000Z", "DURATION:PT1H",
+      "RRULE:FREQ=HOURLY;INTERVAL=5"), W((2026, 3, 2), (2026, 3, 3)),
+     [Period(T(2026, 3, 2, h), T(2026, 3, 2, h + 1)) for h in
+      (0, 5, 10, 15, 20)]),
+    # Ten minutes every 45 since 1970 (29 million minutes before the
+    # window: far too many instances to iterate within the time limit).
+    (("DTSTART:19700101T000000Z", "DTEND:19700101T001000Z",
+      "RRULE:FREQ=MINUTELY;INTERVAL=45"), W((2026, 7, 1, 9), (2026, 7, 1, 11)),
+     [Period(T(2026, 7, 1, h, m), T(2026, 7, 1, h, m + 10)) for h, m in
+      ((9, 0), (9, 45), (10, 30))]),
+    # Daily in Berlin's wall time since 1850, across 2026's DST change,
+    # and after an EXDATE in the window.
+    (("DTSTART;TZID=Europe/Berlin:18500101T090000", "DURATION:PT1H",
+      "RRULE:FREQ=DAILY", "EXDATE;TZID=Europe/Berlin:20260330T090000"),
+     W((2026, 3, 28), (2026, 4, 1)),
+     [Period(T(2026, 3, 28, 8), T(2026, 3, 28, 9)),
+      Period(T(2026, 3, 29, 7), T(2026, 3, 29, 8)),
+      Period(T(2026, 3, 31, 7), T(2026, 3, 31, 8))]),
+    # Ended years before the window: nothing, and nothing iterated.
+    (("DTSTART:18000101T000000Z", "DURATION:PT1M",
+      "RRULE:FREQ=MINUTELY;UNTIL=20200101T000000Z"),
+     W((2026, 1, 1), (2026, 2, 1)), []),
+])
+def test_rules_begun_long_ago_are_exact_in_todays_windows(lines, window,
+                                                          expected):
+    """Fast-forwarded (gateway.engine.calendar_object.FAST_FORWARD_AFTER):
+    the answer is exact, not the conservative busy span a rule gets when
+    it cannot be expanded within the time limit."""
+    obj = BusyObject(ev(*lines), UTC, Limits(seconds=1.0))
+    assert answer(obj, window) == expected
+    assert not obj.timed_out
+
+
 def test_months_cover_the_window():
     assert months(W((2026, 1, 31), (2026, 3, 1, 0, 0, 1))) == [
         T(2026, 1, 1), T(2026, 2, 1), T(2026, 3, 1)]

@@ -500,3 +500,63 @@ def test_occurrence_limit_answer_does_not_depend_on_history():
     assert after == first, (after, first)
     want = reference([hourly], april)
     assert not subtract(want["BUSY"], first.get("BUSY", []))
+
+
+# -- rules begun years before the window (fast-forwarding) -------------
+
+@st.composite
+def old_series(draw):
+    """A rule the engine may fast-forward (no COUNT, no BYxxx, no
+    overrides or RDATE; steps under a day only in UTC), begun two to
+    five years before the windows, sometimes with an UNTIL before or in
+    them and EXDATEs among the instances the windows see."""
+    frame = draw(st.sampled_from(["UTC", "UTC", "BERLIN", "DATE"]))
+    years = draw(st.integers(2, 5))
+    start = draw(start_time(frame))
+    start = start - datetime.timedelta(days=364 * years)   # same weekday
+    freq = draw(st.sampled_from(["DAILY", "WEEKLY"] + (
+        ["HOURLY"] if frame == "UTC" else [])))
+    interval = draw(st.integers(1, 7 if freq == "HOURLY" else 3))
+    until = None
+    if draw(st.booleans()):
+        day = BASE.date() + datetime.timedelta(days=draw(st.integers(
+            -400, SPAN_DAYS)))
+        until = day if frame == "DATE" else datetime.datetime.combine(
+            day, datetime.time(12), tzinfo=UTC)
+    uid = "f%d" % next(_uids)
+    one = Series(uid, frame, start, draw(duration(frame)),
+                 duration_property=draw(st.booleans()),
+                 status=draw(STATUSES), transp=draw(TRANSPS),
+                 rule=Rule(freq, interval, (), None, until))
+    near = [s for s, _, _ in one.instances(
+        datetime.datetime(2026, 3, 1) if frame != "DATE"
+        else datetime.date(2026, 3, 1)) if s >= start.__class__(
+            2026, 1, 1)][:40]
+    if near and draw(st.booleans()):
+        exdates = tuple(sorted({near[i] for i in draw(st.lists(
+            st.integers(0, len(near) - 1), max_size=3))}))
+        one = one._replace(exdates=exdates)
+    return one
+
+
+@profile(40)
+@given(st.lists(old_series(), min_size=1, max_size=3), st.data())
+def test_rules_begun_long_before_the_window_are_fast_forwarded_exactly(
+        all_series, data):
+    """With the fast-forward threshold at two steps, every window of
+    these series is answered from a copy whose DTSTART moved to just
+    before the window's year; the answer must equal the reference that
+    counts every instance from the real DTSTART."""
+    from gateway.engine import calendar_object
+    threshold = calendar_object.FAST_FORWARD_AFTER
+    calendar_object.FAST_FORWARD_AFTER = 2
+    try:
+        asked = draw_windows(data, all_series, 1, 3)
+        calendars = plain()
+        # Written as files: Radicale's PUT refuses rules with more than
+        # 10,000 instances before UNTIL; synced calendars hold them.
+        path = calendars.new(all_series, put=False)
+        for window in asked:
+            assert_matches(calendars.gateway, path, all_series, window)
+    finally:
+        calendar_object.FAST_FORWARD_AFTER = threshold

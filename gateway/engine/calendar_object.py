@@ -29,6 +29,11 @@ expanded under two bounds, an occurrence count and a time limit, per chunk:
   DTSTART, DTEND/DURATION and RRULE, and counted the same way; with no
   readable DTSTART at all it is BUSY everywhere.
 Each of these logs one warning naming the object.
+
+dateutil iterates every instance from DTSTART, so a simple rule begun
+long before the window (nothing but FREQ, INTERVAL and UNTIL) is expanded
+from a copy whose DTSTART moved forward by whole steps (``query_for``);
+the instances it yields in the window are the same.
 """
 
 import bisect
@@ -245,21 +250,72 @@ def _trim(rules: List) -> int:
     return kept
 
 
+#: A rule is fast-forwarded once a window starts this many of its steps
+#: after DTSTART: dateutil iterates every instance from DTSTART, so a
+#: half-hourly rule begun in 1970 would otherwise take seconds to reach
+#: today and end as a conservative busy span.
+FAST_FORWARD_AFTER = 5000
+_SUB_DAILY = {"SECONDLY": 1, "MINUTELY": 60, "HOURLY": 3600}
+_DAYS = {"DAILY": 1, "WEEKLY": 7}
+_NO_OCCURRENCES = object()
+
+
+def _forward_step(components: List) -> Optional[datetime.timedelta]:
+    """The step of a rule that may be fast-forwarded exactly, else None.
+
+    Exact when every step is an instance and nothing but the step decides
+    them: one component (no overrides), one RRULE without COUNT (it counts
+    from DTSTART) or BYxxx parts (DTSTART need not match them), no RDATE.
+    Steps of days or weeks move the wall clock, which dateutil keeps
+    across DST; steps shorter than a day only from a UTC DTSTART."""
+    if len(components) != 1:
+        return None
+    component = components[0]
+    rule = component.get("RRULE")
+    if rule is None or isinstance(rule, list) or "RDATE" in component or \
+            "RECURRENCE-ID" in component or "COUNT" in rule or \
+            any(key.startswith("BY") for key in rule):
+        return None
+    try:
+        interval = int((rule.get("INTERVAL") or [1])[0])
+        freq = str((rule.get("FREQ") or [""])[0]).upper()
+    except (TypeError, ValueError):
+        return None
+    if interval < 1:
+        return None
+    start = component["DTSTART"]
+    zone = start.params.get("TZID")
+    end = component.get("DTEND")
+    if end is not None and (end.params.get("TZID") != zone or
+                            type(end.dt) is not type(start.dt)):
+        return None
+    if freq in _DAYS:
+        return datetime.timedelta(days=_DAYS[freq] * interval)
+    if freq in _SUB_DAILY and isinstance(start.dt, datetime.datetime) and \
+            zone is None and start.dt.tzinfo is not None:
+        return datetime.timedelta(seconds=_SUB_DAILY[freq] * interval)
+    return None
+
+
 class _Series:
     """The components of one UID, expanded by recurring-ical-events."""
 
     __slots__ = ("uid", "components", "query", "broken", "density",
-                 "earliest", "warned", "rules", "kept")
+                 "earliest", "warned", "rules", "kept", "timezones",
+                 "step", "forwarded")
 
     def __init__(self, uid: str, components: List, timezones_: List) -> None:
         self.uid = uid
         self.components = components
+        self.timezones = timezones_
         calendar = icalendar.Calendar()
         for vtimezone in timezones_:
             calendar.add_component(vtimezone)
         for component in components:
             calendar.add_component(component)
         self.query = None
+        #: (year, query) of the last fast-forwarded copy
+        self.forwarded: Optional[Tuple[int, object]] = None
         self.rules: List = []
         #: instances its dateutil rules keep cached (part of the cost)
         self.kept = 0
@@ -283,6 +339,63 @@ class _Series:
             _FLOATING_MARGIN)
         self.density = max((_rule_density(c) for c in components),
                            default=0.0)
+        self.step = _forward_step(components)
+
+    def query_for(self, low: datetime.datetime, zone: datetime.tzinfo):
+        """The query to expand from ``low`` (UTC): the series' own, or a
+        copy whose DTSTART moved forward by whole steps to before the
+        start of ``low``'s year, less a margin longer than one instance
+        and one step (so every instance that reaches ``low`` is in it and
+        all months of a year share it); _NO_OCCURRENCES when the rule
+        ended before that."""
+        if self.step is None:
+            return self.query
+        component = self.components[0]
+        first = safe_utc(component["DTSTART"].dt, zone)
+        step = self.step.total_seconds()
+        if (low - first).total_seconds() < FAST_FORWARD_AFTER * step:
+            return self.query
+        if self.forwarded is not None and self.forwarded[0] == low.year:
+            return self.forwarded[1]
+        start = component["DTSTART"].dt
+        if "DTEND" in component:
+            length = component["DTEND"].dt - start
+        elif "DURATION" in component:
+            length = component["DURATION"].dt
+        else:
+            length = datetime.timedelta(days=1)
+        margin = abs(length) + self.step + 2 * _FLOATING_MARGIN
+        anchor = datetime.datetime(low.year, 1, 1, tzinfo=UTC) - margin
+        until = component["RRULE"].get("UNTIL")
+        if until and safe_utc(until[0], zone) < anchor:
+            query = _NO_OCCURRENCES
+        else:
+            # One step fewer: day steps move the wall clock, whose UTC
+            # instant may differ by a DST hour from this arithmetic.
+            steps = int((anchor - first).total_seconds() // step) - 1
+            if steps <= 0:
+                return self.query
+            query = self._moved(component, self.step * steps)
+        self.forwarded = (low.year, query)
+        self.rules = _rule_caches(self.query) + (
+            [] if query is _NO_OCCURRENCES else _rule_caches(query))
+        return query
+
+    def _moved(self, component, by: datetime.timedelta):
+        moved = icalendar.Event()
+        for name, value in component.property_items(recursive=False):
+            if name not in ("BEGIN", "END", "DTSTART", "DTEND"):
+                moved.add(name, value, encode=False)
+        for name in ("DTSTART", "DTEND"):
+            if name in component:
+                value = icalendar.prop.vDDDTypes(component[name].dt + by)
+                value.params.update(component[name].params)
+                moved[name] = value
+        calendar = icalendar.Calendar()
+        for vtimezone in self.timezones:
+            calendar.add_component(vtimezone)
+        calendar.add_component(moved)
+        return recurring_ical_events.of(calendar)
 
 
 def _drop_rule_ending_before_start(component) -> None:
@@ -623,8 +736,11 @@ class BusyObject:
                      declined: List[Tuple[Period, frozenset]]) -> None:
         declined_of: Dict[int, frozenset] = {}
         count = 0
+        query = series.query_for(low, self.zone)
+        if query is _NO_OCCURRENCES:
+            return
         with time_limit(self.limits.seconds):
-            for one in series.query.series:
+            for one in query.series:
                 for occurrence in one.between(low.replace(tzinfo=None),
                                               high.replace(tzinfo=None)):
                     # The library keeps the source component (master or
