@@ -551,7 +551,8 @@ def run_find(args, parser) -> int:
             [finder.FinderAttendee(
                 key, required, results[address],
                 None if args.unrestricted else
-                finder_face.working_spans(lookup.app, address, window))
+                finder_face.working_spans(lookup.app, address, window,
+                                          results[address]))
              for key, address, required in attendees],
             duration, window, max_candidates=args.max_candidates,
             minimum_percentage=args.minimum)

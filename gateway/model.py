@@ -161,6 +161,20 @@ def spans_of(spans: Iterable[Span], window: Window) -> Tuple[Span, ...]:
         (Period(s, e, BUSY_UNAVAILABLE) for s, e in spans), window))
 
 
+def gaps(spans: Iterable[Span], window: Window) -> List[Span]:
+    """The parts of ``window`` that ``spans`` do not cover."""
+    out, cursor = [], window.start
+    for start, end in sorted(spans):
+        if start > cursor:
+            out.append((cursor, min(start, window.end)))
+        cursor = max(cursor, end)
+        if cursor >= window.end:
+            break
+    if cursor < window.end:
+        out.append((cursor, window.end))
+    return [(s, e) for s, e in out if e > s]
+
+
 class LookupResult(NamedTuple):
     """The answer for one address: periods, or a failure reason.
 
@@ -169,12 +183,18 @@ class LookupResult(NamedTuple):
     are also in ``periods`` as BUSY-UNAVAILABLE, so a face that cannot
     say "no data" (VFREEBUSY) is never wrong; a face that can (the view,
     EWS MergedFreeBusy) reads them here.
+
+    ``working`` are the attendee's working hours inside the window as
+    their own system stated them (Graph ``workingHours``, EWS
+    ``WorkingHours``), None where it did not: the finder and the view use
+    them instead of the gateway's default.
     """
 
     periods: Tuple[Period, ...] = ()
     failure: Optional[Reason] = None
     detail: str = ""
     nodata: Tuple[Span, ...] = ()
+    working: Optional[Tuple[Span, ...]] = None
 
     @property
     def ok(self) -> bool:
@@ -182,13 +202,16 @@ class LookupResult(NamedTuple):
 
     @classmethod
     def busy(cls, periods: Iterable[Period], window: Window,
-             nodata: Iterable[Span] = ()) -> "LookupResult":
+             nodata: Iterable[Span] = (),
+             working: Optional[Iterable[Span]] = None) -> "LookupResult":
         """Periods (none: free) over ``window``, with the spans that had
         no data counted BUSY-UNAVAILABLE."""
         nodata = spans_of(nodata, window)
         periods = list(periods)
         periods.extend(Period(s, e, BUSY_UNAVAILABLE) for s, e in nodata)
-        return cls(tuple(normalize(periods, window)), nodata=nodata)
+        return cls(tuple(normalize(periods, window)), nodata=nodata,
+                   working=None if working is None
+                   else spans_of(working, window))
 
     @classmethod
     def failed(cls, reason: Reason, detail: str = "") -> "LookupResult":

@@ -10,11 +10,12 @@ move.
 
 from gateway.config import Option
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
-                           LookupResult, Period, Reason, Window)
+                           LookupResult, Period, Reason, Span, Window, gaps)
 from gateway.transport.lookup import (LookupContext, ProviderError,
                                       RateLimited)
 from gateway.transport.provider import Provider, failure_in_words, no_data
 
 __all__ = ["BUSY", "BUSY_TENTATIVE", "BUSY_UNAVAILABLE", "LookupContext",
            "LookupResult", "Option", "Period", "Provider", "ProviderError",
-           "RateLimited", "Reason", "Window", "failure_in_words", "no_data"]
+           "RateLimited", "Reason", "Span", "Window", "failure_in_words",
+           "gaps", "no_data"]

@@ -74,7 +74,7 @@ from gateway.exchange_xml import (DAY_NAMES, NS_E, NS_M, NS_SOAP, NS_T, NSMAP,
 from gateway.exchange_xml import m as _m, t as _t
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Option, Period, ProviderError,
-                              RateLimited, Reason, Window)
+                              RateLimited, Reason, Span, Window, gaps)
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 from gateway.vfreebusy import MAX_PEER_BYTES
@@ -170,6 +170,8 @@ class _Answer:
     def __init__(self) -> None:
         self.periods: List[Period] = []
         self.no_data: List[Tuple[datetime.datetime, datetime.datetime]] = []
+        #: the mailbox's WorkingHours as UTC spans; None: not given
+        self.working: Optional[List[Span]] = None
 
 
 class Provider(BaseProvider):
@@ -413,10 +415,19 @@ class Provider(BaseProvider):
             if kind not in ("FreeBusy", "Detailed"):
                 return LookupResult.failed(Reason.NO_DATA, "view %r "
                                            "without data" % kind)
-        if self.extra["working_hours"]:
-            hours = view.find(_t("WorkingHours"))
-            if hours is not None:
-                answer.periods.extend(_outside_working_hours(hours, window))
+        hours = view.find(_t("WorkingHours"))
+        if hours is not None:
+            try:
+                answer.working = _working_spans(hours, window)
+            except (TypeError, ValueError, OverflowError):
+                # Counted as busy, unreadable hours fail the mailbox;
+                # otherwise the finder uses the default hours instead.
+                if self.extra["working_hours"]:
+                    raise
+            if answer.working is not None and self.extra["working_hours"]:
+                answer.periods.extend(Period(s, e, BUSY_UNAVAILABLE)
+                                      for s, e in gaps(answer.working,
+                                                       window))
         return answer
 
     def _digits(self, digits, window, answer, elsewhere, have_events):
@@ -475,7 +486,10 @@ class Provider(BaseProvider):
                     Reason.NO_DATA, "no data for the whole window")
                 continue
             periods = [p for piece in pieces for p in piece.periods]
-            results[address] = LookupResult.busy(periods, window, no_data)
+            working = None if any(piece.working is None for piece in pieces) \
+                else [span for piece in pieces for span in piece.working]
+            results[address] = LookupResult.busy(periods, window, no_data,
+                                                 working)
         return results
 
     def _smaller(self, code, batch, part):
@@ -513,9 +527,9 @@ class Provider(BaseProvider):
                 (batch, Window(middle, part.end))]
 
 
-def _outside_working_hours(hours, window) -> List[Period]:
-    """BUSY-UNAVAILABLE for the window's time outside the WorkingPeriods
-    of a ``WorkingHours`` element, in its own SerializableTimeZone."""
+def _working_spans(hours, window) -> List[Span]:
+    """The WorkingPeriods of a ``WorkingHours`` element around ``window``,
+    in its own SerializableTimeZone, as UTC spans."""
     element = hours.find(_t("TimeZone"))
     zone = UTC if element is None else SerializableZone.from_element(element)
     periods = hours.findall("%s/%s" % (_t("WorkingPeriodArray"),
@@ -536,12 +550,4 @@ def _outside_working_hours(hours, window) -> List[Period]:
                         tzinfo=zone).astimezone(UTC) for key in (
                             "StartTimeInMinutes", "EndTimeInMinutes")))
         day += datetime.timedelta(days=1)
-    out, cursor = [], window.start
-    for start, end in sorted(working):
-        if start > cursor:
-            out.append(Period(cursor, min(start, window.end),
-                              BUSY_UNAVAILABLE))
-        cursor = max(cursor, end)
-    if cursor < window.end:
-        out.append(Period(cursor, window.end, BUSY_UNAVAILABLE))
-    return [p for p in out if p.end > p.start]
+    return working

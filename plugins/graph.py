@@ -34,10 +34,11 @@ import logging
 import re
 import urllib.parse
 import zoneinfo
+from typing import List, Optional
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Option, Period, ProviderError,
-                              Reason, failure_in_words, no_data)
+                              Reason, Span, failure_in_words, gaps, no_data)
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 
@@ -244,8 +245,8 @@ def _working_zone(value):
     return zone(value.get("name"))
 
 
-def outside_working_hours(hours, window):
-    """BUSY-UNAVAILABLE periods outside ``workingHours`` in ``window``."""
+def working_spans(hours, window) -> List[Span]:
+    """The ``workingHours`` of a schedule as UTC spans around ``window``."""
     if not isinstance(hours, dict):
         raise BadAnswer("workingHours is not an object")
     tz = _working_zone(hours.get("timeZone"))
@@ -265,14 +266,7 @@ def outside_working_hours(hours, window):
             working.append(((midnight + begin).replace(tzinfo=tz),
                             (midnight + finish).replace(tzinfo=tz)))
         day += datetime.timedelta(days=1)
-    periods, start = [], window.start
-    for work_start, work_end in working:
-        if work_start > start:
-            periods.append(Period(start, work_start, BUSY_UNAVAILABLE))
-        start = max(start, work_end)
-    if start < window.end:
-        periods.append(Period(start, window.end, BUSY_UNAVAILABLE))
-    return periods
+    return [(s.astimezone(UTC), e.astimezone(UTC)) for s, e in working]
 
 
 class Provider(BaseProvider):
@@ -365,9 +359,10 @@ class Provider(BaseProvider):
                 raise BadAnswer("no scheduleItems and an availabilityView "
                                 "of %d slots for the window" % len(
                                     view or ""))
-            if self.extra["working_hours"]:
-                periods += outside_working_hours(entry.get("workingHours"),
-                                                 window)
+            working = self._working(entry.get("workingHours"), window)
+            if working is not None and self.extra["working_hours"]:
+                periods += [Period(s, e, BUSY_UNAVAILABLE)
+                            for s, e in gaps(working, window)]
         except (BadAnswer, KeyError, TypeError, ValueError,
                 AttributeError, OverflowError) as e:
             return LookupResult.failed(Reason.NO_DATA, "unreadable "
@@ -376,7 +371,21 @@ class Provider(BaseProvider):
                 (window.start, window.end),):
             return LookupResult.failed(Reason.NO_DATA, "unknown for the "
                                        "whole window")
-        return LookupResult.busy(periods, window, nodata)
+        return LookupResult.busy(periods, window, nodata, working)
+
+    def _working(self, hours, window) -> Optional[List[Span]]:
+        """The schedule's working hours; None when it has none.  Unreadable
+        ones fail the schedule only where ``working_hours`` makes them
+        count as busy; otherwise the finder uses the default instead."""
+        if hours is None and not self.extra["working_hours"]:
+            return None
+        try:
+            return working_spans(hours, window)
+        except (BadAnswer, KeyError, TypeError, ValueError,
+                AttributeError, OverflowError):
+            if self.extra["working_hours"]:
+                raise
+            return None
 
     def _failure(self, response, answer):
         error = answer.get("error") if isinstance(answer, dict) else None

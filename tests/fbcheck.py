@@ -8,6 +8,7 @@ the tests do not check the gateway with itself.
 """
 
 import datetime
+import json
 import pathlib
 import re
 from collections import Counter
@@ -120,3 +121,24 @@ def schedule_response(response):
         answers.append((recipient, status.split(";")[0],
                         None if data is None else data.text))
     return answers
+
+
+def suggested_hours(gateway, attendees, start: str, end: str,
+                    user: str = "alice") -> List[str]:
+    """The starts ("HH:MM", UTC) of the slots findMeetingTimes suggests
+    to ``user`` for a one-hour meeting of required ``attendees`` within
+    their working hours between ``start`` and ``end`` (RFC 3339, UTC),
+    in time order."""
+    response = gateway.request(
+        "POST", "/.freebusy/findMeetingTimes", json.dumps({
+            "attendees": [{"type": "required",
+                           "emailAddress": {"address": a}}
+                          for a in attendees],
+            "timeConstraint": {"activityDomain": "work", "timeslots": [{
+                "start": {"dateTime": start, "timeZone": "UTC"},
+                "end": {"dateTime": end, "timeZone": "UTC"}}]},
+            "meetingDuration": "PT1H", "maxCandidates": 50}),
+        user=user, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    return sorted(s["meetingTimeSlot"]["start"]["dateTime"][11:16]
+                  for s in response.json()["meetingTimeSuggestions"])

@@ -22,7 +22,8 @@ from conftest import ROOT
 from emulators.ews_server import EwsServer, Mailbox, utc
 from emulators.tls import Pki
 from emulators.token_endpoint import IdentityProvider
-from fbcheck import assert_same_periods, periods_of, schedule_response
+from fbcheck import (assert_same_periods, periods_of, schedule_response,
+                     suggested_hours)
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")
 USERS = {"fbsync": "Secret-1"}
@@ -586,6 +587,12 @@ def test_working_hours(gateway_factory, ews, enabled):
             ("20260105T160000Z", "20260106T070000Z"),
             ("20260106T160000Z", "20260107T000000Z")]
     assert_same_periods(periods_of(answers[0][2]), expected)
+    # Either way the finder meets lena within her own hours (07-16 UTC)
+    # and alice within the default ones (09-17 UTC): 09:00 to 15:00 (the
+    # 09:00 slot with lena busy, as Graph also proposes), never 16:00.
+    assert suggested_hours(gateway, ["lena@corp.example"],
+                           "2026-01-05T06:00:00", "2026-01-05T20:00:00") == \
+        ["%02d:00" % hour for hour in range(9, 16)]
 
 
 # -- configuration ------------------------------------------------------------

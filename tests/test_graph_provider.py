@@ -18,7 +18,7 @@ from conftest import ROOT, check_config
 from emulators.graph_server import Event, GraphServer, Mailbox
 from emulators.token_endpoint import IdentityProvider
 from fbcheck import (assert_same_periods, assert_windows_tile, periods_of,
-                     schedule_response)
+                     schedule_response, suggested_hours)
 
 WINDOW = ("20260105T000000Z", "20260109T000000Z")   # Monday to Friday
 CAROL = [
@@ -582,6 +582,12 @@ def test_working_hours_are_off_by_default_and_busy_unavailable_when_on(
     # frank works 08:00-17:00 in Los Angeles (16:00-01:00 UTC).
     assert_same_periods(periods_of(answers[1][2]), {
         "BUSY-UNAVAILABLE": [("20260105T000000Z", "20260105T160000Z")]})
+    # With or without working_hours, the finder meets frank in his own
+    # hours and alice in the default ones (09:00-17:00 UTC): 16:00 only.
+    for asked in (corp, gateway):
+        assert suggested_hours(asked, ["frank@corp.example"],
+                               "2026-01-05T00:00:00",
+                               "2026-01-06T00:00:00") == ["16:00"]
 
 
 def test_the_example_sections_pass_check_config(tmp_path):

@@ -174,9 +174,7 @@ class FanOut:
                                         window.start, window.end)
                 metrics.cache_lookup("answer", cached is not None)
                 if cached is not None:
-                    periods, nodata = cached
-                    results[address] = LookupResult.busy(periods, window,
-                                                         nodata)
+                    results[address] = _from_cache(cached, window)
                     continue
                 if not self._claimed(target, bare, requester, window,
                                      deadline):
@@ -258,9 +256,7 @@ class FanOut:
                     cache_key(target, bare, context.requester),
                     window.start, window.end)
                 if cached is not None:
-                    periods, nodata = cached
-                    results[address] = LookupResult.busy(periods, window,
-                                                         nodata)
+                    results[address] = _from_cache(cached, window)
                 elif self._claimed(target, bare, context.requester, window,
                                    context.deadline):
                     providers[target.name] = target
@@ -441,9 +437,11 @@ class FanOut:
                     continue
                 self.cache.put(cache_key(provider, bare, requester),
                                window.start, window.end,
-                               (result.periods, result.nodata), ttl,
+                               (result.periods, result.nodata,
+                                result.working), ttl,
                                cost=len(result.periods) +
-                               len(result.nodata) + 1)
+                               len(result.nodata) +
+                               len(result.working or ()) + 1)
                 self._unclaim(provider, bare, requester, window)
                 out[address] = result
         return out
@@ -451,6 +449,14 @@ class FanOut:
     def close(self) -> None:
         for pool in list(self._pools.values()) + [self._local_pool]:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _from_cache(cached, window: Window) -> LookupResult:
+    """A cached (periods, nodata, working) over ``window``; entries an
+    older version shared have no working hours."""
+    periods, nodata = cached[0], cached[1]
+    working = cached[2] if len(cached) > 2 else None
+    return LookupResult.busy(periods, window, nodata, working)
 
 
 def _stitched(parts: List[Tuple[Window, LookupResult]],
@@ -472,7 +478,9 @@ def _stitched(parts: List[Tuple[Window, LookupResult]],
     periods = [p for r in answered for p in r.periods]
     nodata = [span for r in answered for span in r.nodata]
     nodata.extend((part.start, part.end) for part, r in parts if not r.ok)
-    return LookupResult.busy(periods, window, nodata)
+    working = None if any(r.working is None for r in answered) else [
+        span for r in answered for span in r.working]
+    return LookupResult.busy(periods, window, nodata, working)
 
 
 def _checked_result(name, address, result, part) -> LookupResult:
@@ -500,10 +508,19 @@ def _checked_result(name, address, result, part) -> LookupResult:
         if not isinstance(nodata, (tuple, list)) or not all(
                 _valid_span(s) for s in nodata):
             raise TypeError("no-data spans that are not spans")
+        working = getattr(result, "working", None)
+        if working is not None and (not isinstance(
+                working, (tuple, list)) or not all(
+                    _valid_span(s) for s in working)):
+            logger.warning("Provider %s gave unreadable working hours for "
+                           "%s; using the default", name, address)
+            working = None
         return LookupResult.busy([Period(
             p[0].astimezone(UTC), p[1].astimezone(UTC), p[2])
             for p in periods], part, [
-            (s.astimezone(UTC), e.astimezone(UTC)) for s, e in nodata])
+            (s.astimezone(UTC), e.astimezone(UTC)) for s, e in nodata],
+            None if working is None else [
+                (s.astimezone(UTC), e.astimezone(UTC)) for s, e in working])
     except Exception as e:
         logger.warning("Provider %s gave an unreadable answer for %s: %s",
                        name, address, e)

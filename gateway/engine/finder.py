@@ -33,7 +33,7 @@ import itertools
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
-                           LookupResult, Span, Window)
+                           LookupResult, Span, Window, gaps)
 
 FREE = "free"
 TENTATIVE = "tentative"
@@ -106,16 +106,7 @@ def state_spans(attendee: FinderAttendee, window: Window):
 
 def outside(working: Iterable[Span], window: Window) -> List[Span]:
     """The parts of ``window`` not covered by ``working``."""
-    out, cursor = [], window.start
-    for start, end in sorted(working):
-        if start > cursor:
-            out.append((cursor, min(start, window.end)))
-        cursor = max(cursor, end)
-        if cursor >= window.end:
-            break
-    if cursor < window.end:
-        out.append((cursor, window.end))
-    return [(s, e) for s, e in out if e > s]
+    return gaps(working, window)
 
 
 def _subtract(start, end, sorted_spans: List[Span]) -> List[Span]:

@@ -55,11 +55,15 @@ def register(registry) -> None:
 
 # -- working hours ----------------------------------------------------------
 
-def working_spans(app, address: str, window: Window) -> List[Span]:
+def working_spans(app, address: str, window: Window,
+                  result: Optional[LookupResult] = None) -> List[Span]:
     """The working hours of ``address`` inside ``window`` (UTC spans):
-    a local user's own VAVAILABILITY (the time it does not make busy),
-    else ``[gateway] default_working_hours``.  ``address`` is bare or
+    those its foreign system gave with ``result`` (Graph, EWS), a local
+    user's own VAVAILABILITY (the time it does not make busy), else
+    ``[gateway] default_working_hours``.  ``address`` is bare or
     ``mailto:``.  No access policy: the caller applies it."""
+    if result is not None and result.ok and result.working is not None:
+        return list(spans_of(result.working, window))
     if not address.lower().startswith("mailto:"):
         address = "mailto:" + address
     kind, user = app.fanout.route(address)
@@ -85,7 +89,7 @@ def attendee_hours(app, caller: access.Caller, address: str,
     the default)."""
     if caller.anonymous or not result.ok:
         return default_working_spans(app, window)
-    return working_spans(app, address, window)
+    return working_spans(app, address, window, result)
 
 
 # -- the request ------------------------------------------------------------
@@ -229,7 +233,8 @@ def clipped(result: LookupResult, window: Window) -> LookupResult:
     """``result`` over a part of the window it was looked up for."""
     if not result.ok:
         return result
-    return LookupResult.busy(result.periods, window, result.nodata)
+    return LookupResult.busy(result.periods, window, result.nodata,
+                             result.working)
 
 
 class Party(NamedTuple):
