@@ -360,6 +360,14 @@ def reap(supervisor: server.Supervisor) -> None:
         del supervisor.workers[pid]
 
 
+def assert_start_fails(supervisor: server.Supervisor, words: str) -> None:
+    try:
+        with pytest.raises(SystemExit, match=words):
+            supervisor._start_all()
+    finally:
+        reap(supervisor)
+
+
 def test_a_worker_killed_while_starting_is_started_again(
         monkeypatch, tmp_path, caplog):
     def child(number, worker, marker):
@@ -384,13 +392,9 @@ def test_a_worker_killed_at_every_start_fails_serve(monkeypatch, tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
         ready_then_exit(worker)
 
-    supervisor = start_workers(monkeypatch, tmp_path, child)
-    try:
-        with pytest.raises(SystemExit, match="worker 2 stopped while "
-                           "starting \\(killed by SIGKILL\\)"):
-            supervisor._start_all()
-    finally:
-        reap(supervisor)
+    assert_start_fails(start_workers(monkeypatch, tmp_path, child),
+                       "worker 2 stopped while starting \\(killed by "
+                       "SIGKILL\\)")
 
 
 def test_a_worker_failing_while_starting_fails_serve_at_once(
@@ -402,12 +406,8 @@ def test_a_worker_failing_while_starting_fails_serve_at_once(
             raise RuntimeError("bad setting")
         ready_then_exit(worker)
 
-    supervisor = start_workers(monkeypatch, tmp_path, child)
-    try:
-        with pytest.raises(SystemExit, match="worker 1 stopped while "
-                           "starting \\(exit status 1\\)"):
-            supervisor._start_all()
-    finally:
-        reap(supervisor)
+    assert_start_fails(start_workers(monkeypatch, tmp_path, child),
+                       "worker 1 stopped while starting \\(exit status "
+                       "1\\)")
     # Started once: its own error would recur.
     assert len(list(tmp_path.glob("started-1.*"))) == 1
