@@ -180,7 +180,7 @@ class Fuzzer:
                      {"Origin": "http://evil.example",
                       "Access-Control-Request-Method": "POST"})
         else:
-            self.ask("PUT", "/.freebusy/push/%s" % rng.choice(ADDRESSES),
+            self.ask("PUT", "/.freebusy/%s" % rng.choice(ADDRESSES),
                      self.spliced(event("p", "20261207T000000Z",
                                         "20261207T010000Z")).replace(
                          "VEVENT", rng.choice(["VEVENT", "VFREEBUSY"])),
@@ -212,7 +212,8 @@ def gateway(tmp_path_factory):
         tmp_path_factory.mktemp("fuzz-faces"), deadline=DEADLINE,
         extra="anonymous_freebusy = yes\nrequests_per_minute = 0\n"
         "[provider:fb]\ntype = ifb\ndomains = fb.example\n"
-        "url = http://127.0.0.1:9/{address}\ntimeout = 1\n")
+        "url = http://127.0.0.1:9/{address}\ntimeout = 1\n"
+        "push_accounts = alice\n")
     path = gateway.mkcalendar("bob", "work")
     gateway.put(path + "b.ics", event("b", *BOB_BUSY), "bob")
     return gateway
