@@ -495,6 +495,29 @@ def test_check_passes_when_every_provider_answers(tmp_path, servers):
     assert peer.posts[-1][1] == ["postmaster@partner.example"]
 
 
+def test_check_says_why_a_host_cannot_be_reached(tmp_path, pki, servers):
+    """A closed port and a TLS server whose CA is not trusted: the
+    innermost cause in a line, not urllib3's pool and object dumps."""
+    tls = servers(GraphServer(pki, {}))
+    path = write_gateway_files(
+        tmp_path, {"alice": "alice-pw"}, None, "example.com",
+        "[provider:closed]\ntype = ifb\ndomains = closed.example\n"
+        "url = http://127.0.0.1:%d/{address}\n\n"
+        "[provider:untrusted]\ntype = ifb\ndomains = untrusted.example\n"
+        "url = %s/{address}\n" % (free_port(), tls.base),
+        server="hosts = 127.0.0.1:%d\n" % free_port())
+    result = run("check", "--config", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    closed, untrusted = result.stdout.splitlines()[1:]
+    assert closed.startswith("closed: failing: is unreachable (GET http")
+    assert closed.endswith(": [Errno 111] Connection refused)"), closed
+    assert untrusted.startswith("untrusted: failing: could not be reached "
+                                "securely (TLS failed)"), untrusted
+    assert "certificate verify failed" in untrusted
+    assert "object at 0x" not in result.stdout
+    assert "Pool(" not in result.stdout
+
+
 def test_check_fetches_each_token_first(tmp_path, pki, idp, servers):
     """Graph with client credentials: the right secret is ok (its
     mailbox lookup of postmaster@ is "unknown user" at Graph), a wrong

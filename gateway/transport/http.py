@@ -66,6 +66,29 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 Origin = Tuple[str, str, int]
 
 
+
+def in_words(error: BaseException) -> str:
+    """What went wrong with a connection, for an admin: the innermost
+    cause of a requests error ("[Errno 111] Connection refused",
+    "certificate verify failed ..."), without urllib3's pool and object
+    dumps around it."""
+    inner = error
+    for _ in range(6):
+        deeper = getattr(inner, "reason", None)
+        if not isinstance(deeper, BaseException) and inner.args and \
+                isinstance(inner.args[0], BaseException):
+            deeper = inner.args[0]
+        if not isinstance(deeper, BaseException):
+            break
+        inner = deeper
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(inner))
+    errno = re.search(r"\[Errno -?\d+\][^'\")\]]*", text)
+    if errno:
+        return errno.group(0).strip()
+    text = re.sub(r"^\w*Pool\(host=[^)]*\): ", "", text)
+    return "%s: %s" % (type(inner).__name__, text[:300])
+
+
 class RefusedURL(ValueError):
     """A URL the gateway will not contact; the text says why."""
 
@@ -580,14 +603,14 @@ class HttpClient:
                         "did not answer within %.3g s" % timeout) from None
                 if isinstance(e, requests.exceptions.SSLError):
                     raise ProviderError(
-                        Reason.UNAVAILABLE, "%s %s: %s: %s" % (
-                            method, url, type(e).__name__, e),
+                        Reason.UNAVAILABLE, "%s %s: %s" % (
+                            method, url, in_words(e)),
                         "could not be reached securely (TLS failed)") \
                         from None
                 if isinstance(e, requests.RequestException):
                     raise ProviderError(
-                        Reason.UNAVAILABLE, "%s %s: %s: %s" % (
-                            method, url, type(e).__name__, e),
+                        Reason.UNAVAILABLE, "%s %s: %s" % (
+                            method, url, in_words(e)),
                         "is unreachable") from None
                 raise
             finally:
