@@ -170,6 +170,16 @@ def parse_periods(data: bytes, max_bytes: int = MAX_PEER_BYTES
 
     Raises PeerDataError rather than guessing: garbage is never "free".
     """
+    periods, covered, _ = parse_published(data, max_bytes)
+    return periods, covered
+
+
+def parse_published(data: bytes, max_bytes: int = MAX_PEER_BYTES
+                    ) -> Tuple[List[Period], Optional[Window],
+                               Optional[datetime.datetime]]:
+    """``parse_periods`` and the first DTSTAMP (UTC) of its VFREEBUSY
+    components, None without one: a pushed VFREEBUSY says by it which of
+    two pushes is newer."""
     if len(data) > max_bytes:
         raise PeerDataError("free/busy data larger than %d bytes" % max_bytes)
     try:
@@ -178,6 +188,8 @@ def parse_periods(data: bytes, max_bytes: int = MAX_PEER_BYTES
         if not components:
             raise PeerDataError("no VFREEBUSY in the answer")
         periods, starts, ends = [], [], []
+        stamp = next((timezones.to_utc(c["DTSTAMP"].dt, timezones.UTC)
+                      for c in components if "DTSTAMP" in c), None)
         for component in components:
             periods.extend(freebusy_component_periods(component,
                                                       timezones.UTC))
@@ -192,4 +204,4 @@ def parse_periods(data: bytes, max_bytes: int = MAX_PEER_BYTES
         raise
     except Exception as e:  # icalendar raises ValueError, KeyError, ...
         raise PeerDataError("unreadable iCalendar: %s" % e) from None
-    return periods, covered
+    return periods, covered, stamp

@@ -11,19 +11,16 @@ older than the one kept (a repeat of a push that was in flight when its
 sender crashed) is acknowledged and dropped.
 """
 
-import datetime
 import logging
 import time
 from http import client
 
-import icalendar
 from radicale import httputils
 
 from gateway import vfreebusy
 from gateway.engine.fanout import pushed_key
 from gateway.faces import readurl
-from gateway.model import UTC, normalize
-from gateway.timezones import to_utc
+from gateway.model import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +34,6 @@ def register(registry) -> None:
 def _text(status: int, text: str):
     return status, {"Content-Type": "text/plain; charset=utf-8"}, \
         text.encode("utf-8"), None
-
-
-def _stamp(body: bytes) -> datetime.datetime:
-    calendar = icalendar.Calendar.from_ical(body)
-    for component in calendar.walk("VFREEBUSY"):
-        if "DTSTAMP" in component:
-            return to_utc(component["DTSTAMP"].dt, UTC)
-    raise ValueError("VFREEBUSY without DTSTAMP")
 
 
 def receive(app, request):
@@ -64,11 +53,13 @@ def receive(app, request):
             request.user, target.name))
     body = app._read_body(request.environ)
     try:
-        periods, covered = vfreebusy.parse_periods(body)
-        stamp = _stamp(body)
-    except (vfreebusy.PeerDataError, ValueError, KeyError) as e:
+        periods, covered, stamp = vfreebusy.parse_published(body)
+    except vfreebusy.PeerDataError as e:
         return _text(client.BAD_REQUEST, "not a VFREEBUSY: %s" % (
             str(e)[:200],))
+    if stamp is None:
+        return _text(client.BAD_REQUEST, "not a VFREEBUSY: VFREEBUSY "
+                     "without DTSTAMP")
     if covered is None:
         return _text(client.BAD_REQUEST, "the VFREEBUSY needs DTSTART and "
                      "DTEND: they say what the push covers")
