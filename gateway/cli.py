@@ -29,7 +29,7 @@ import uuid
 import zoneinfo
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from gateway import config, htpasswd
+from gateway import config, htpasswd, stores
 from gateway.addresses import bare_address
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE, UTC,
                            LookupResult, Period, Reason, Window)
@@ -660,14 +660,31 @@ def probe_all(providers, window: Window) -> List[ProbeResult]:
     return out
 
 
+def probe_redis(options) -> List[ProbeResult]:
+    """Each Redis the ini names, pinged: ("redis (cache, queue)", None)
+    or (..., what failed).  Its address, never its password."""
+    out = []
+    for link, roles in stores.redis_links(options).values():
+        try:
+            link.client().ping()
+            problem = None
+        except Exception as e:  # RedisError, OSError
+            problem = "%s at %s: %s" % (type(e).__name__, link.where,
+                                        str(e)[:200])
+        out.append(ProbeResult("redis (%s)" % ", ".join(roles), problem))
+    return out
+
+
 def run_check(args, parser) -> int:
     _setup_logging(False)
-    _, providers = check_config(args.config, bind_hosts=not args.no_bind)
+    gateway_config, providers = check_config(args.config,
+                                             bind_hosts=not args.no_bind)
     start = datetime.datetime.now(UTC).replace(minute=0, second=0,
                                                microsecond=0)
     window = Window(start, start + datetime.timedelta(hours=1))
     failing = 0
-    for name, problem in probe_all(providers, window):
+    for name, problem in probe_redis(gateway_config.gateway) + \
+            probe_all(providers, window):
         if problem is None:
             print("%s: ok" % name)
         else:

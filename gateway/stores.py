@@ -44,6 +44,18 @@ def _link(url: str, prefix: str):
         return link
 
 
+def redis_links(options: Dict) -> Dict[str, Tuple[object, list]]:
+    """The Redis links ``[gateway]`` options name: {url: (link, roles)},
+    roles among "cache" and "queue" (``fbgateway check`` pings them)."""
+    found: Dict[str, Tuple[object, list]] = {}
+    prefix = options.get("redis_prefix") or "fbgw:"
+    for role in ("cache", "queue"):
+        url = options.get(role)
+        if is_redis(url):
+            found.setdefault(url, (_link(url, prefix), []))[1].append(role)
+    return found
+
+
 def _one(kind: str, url: str, prefix: str, make: Callable):
     """One backend object of ``kind`` per Redis and prefix per process:
     their fallbacks (own tokens, own pauses) are the process's."""

@@ -24,6 +24,7 @@ from emulators.caldav_outbox import ACCOUNT, CaldavPeer
 from emulators.graph_server import GraphServer, Mailbox
 from emulators.ifb_peer import IfbPeer
 from emulators.webdav_freebusy import WebDavFolder
+from redis_fixture import redis_server_fixture  # noqa: F401
 from gateway.vfreebusy import freebusy_component_periods
 
 FBGATEWAY = str(ROOT / ".venv" / "bin" / "fbgateway")
@@ -516,6 +517,22 @@ def test_check_says_why_a_host_cannot_be_reached(tmp_path, pki, servers):
     assert "certificate verify failed" in untrusted
     assert "object at 0x" not in result.stdout
     assert "Pool(" not in result.stdout
+
+
+def test_check_pings_each_redis_without_its_password(tmp_path,
+                                                      redis_server):
+    closed = "redis://:s3cret@127.0.0.1:%d/0" % free_port()
+    path = write_gateway_files(
+        tmp_path, {"alice": "alice-pw"}, None, "example.com",
+        "cache = %s\nqueue = %s\n" % (redis_server.url, closed),
+        server="hosts = 127.0.0.1:%d\n" % free_port())
+    result = run("check", "--config", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    cache, queue = result.stdout.splitlines()[1:]
+    assert cache == "redis (cache): ok"
+    assert queue.startswith("redis (queue): failing: ConnectionError at "
+                            "redis://127.0.0.1:"), queue
+    assert "s3cret" not in result.stdout + result.stderr
 
 
 def test_check_fetches_each_token_first(tmp_path, pki, idp, servers):
