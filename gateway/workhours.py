@@ -13,7 +13,7 @@ import re
 import zoneinfo
 from typing import FrozenSet, Iterator, List, NamedTuple, Tuple
 
-from gateway.model import UTC, Window
+from gateway.model import UTC, Window, gaps
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _PATTERN = re.compile(
@@ -94,14 +94,7 @@ class WorkingHours(NamedTuple):
     def outside(self, window: Window) -> List[Tuple[datetime.datetime,
                                                     datetime.datetime]]:
         """The spans of ``window`` outside working hours."""
-        out, cursor = [], window.start
-        for start, end in self.spans(window):
-            if start > cursor:
-                out.append((cursor, start))
-            cursor = max(cursor, end)
-        if cursor < window.end:
-            out.append((cursor, window.end))
-        return out
+        return gaps(self.spans(window), window)
 
     def __str__(self) -> str:
         days = ",".join(DAY_NAMES[d].capitalize() for d in sorted(self.days))

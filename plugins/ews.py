@@ -151,19 +151,6 @@ class _TooBig(Exception):
         self.code = code
 
 
-def _covers(spans: List[Tuple[datetime.datetime, datetime.datetime]],
-            window: Window) -> bool:
-    """Do ``spans`` together cover the whole window?"""
-    reached = window.start
-    for start, end in sorted(spans):
-        if start > reached:
-            return False
-        reached = max(reached, end)
-        if reached >= window.end:
-            return True
-    return reached >= window.end
-
-
 class _Answer:
     """One mailbox's answer over one piece of the window."""
 
@@ -481,7 +468,7 @@ class Provider(BaseProvider):
                 continue
             pieces = answers[address]
             no_data = [span for piece in pieces for span in piece.no_data]
-            if _covers(no_data, window):
+            if not gaps(no_data, window):
                 results[address] = LookupResult.failed(
                     Reason.NO_DATA, "no data for the whole window")
                 continue

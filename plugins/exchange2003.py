@@ -30,7 +30,7 @@ import math
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Option, Period, ProviderError,
-                              Reason)
+                              Reason, gaps)
 from gateway.provider import Provider as BaseProvider
 from gateway.timezones import UTC
 from gateway.xmlsafe import XMLError, parse
@@ -82,17 +82,6 @@ def published_range(now: datetime.datetime, months: int):
             _month_start(now, months) - EARLIEST_ZONE)
 
 
-def _spans_outside(window, published):
-    """Parts of ``window`` outside the published range."""
-    start, end = published
-    spans = []
-    if window.start < start:
-        spans.append((window.start, min(start, window.end)))
-    if window.end > end:
-        spans.append((max(end, window.start), window.end))
-    return spans
-
-
 def read_fbdata(fbdata: str, window, interval: datetime.timedelta,
                 published) -> LookupResult:
     """One recipient's digits over ``window`` (which starts a slot)."""
@@ -113,7 +102,7 @@ def read_fbdata(fbdata: str, window, interval: datetime.timedelta,
         return LookupResult.failed(Reason.NO_DATA, "no published free/busy "
                                    "in the window (%d digits: %.40s...)"
                                    % (len(fbdata), fbdata))
-    nodata += _spans_outside(window, published)
+    nodata += gaps([published], window)
     return LookupResult.busy(periods, window, nodata)
 
 

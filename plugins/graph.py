@@ -367,8 +367,7 @@ class Provider(BaseProvider):
                 AttributeError, OverflowError) as e:
             return LookupResult.failed(Reason.NO_DATA, "unreadable "
                                        "schedule: %s" % (e,))
-        if nodata and LookupResult.busy((), window, nodata).nodata == (
-                (window.start, window.end),):
+        if nodata and not gaps(nodata, window):
             return LookupResult.failed(Reason.NO_DATA, "unknown for the "
                                        "whole window")
         return LookupResult.busy(periods, window, nodata, working)

@@ -26,7 +26,7 @@ import urllib.parse
 
 from gateway.provider import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
                               LookupResult, Period, ProviderError,
-                              RateLimited, Reason)
+                              RateLimited, Reason, Window, gaps)
 from gateway.provider import Provider as BaseProvider
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -49,24 +49,6 @@ def _instant(text) -> datetime.datetime:
     raise ValueError("unreadable time %.40r" % (text,))
 
 
-def _without(spans, holes):
-    """The parts of ``spans`` that no hole covers."""
-    holes = sorted(holes)
-    parts = []
-    for start, end in spans:
-        for hole_start, hole_end in holes:
-            if hole_end <= start or hole_start >= end:
-                continue
-            if hole_start > start:
-                parts.append((start, hole_start))
-            start = max(start, hole_end)
-            if start >= end:
-                break
-        if start < end:
-            parts.append((start, end))
-    return parts
-
-
 def busy_periods(answer) -> list:
     """Periods of Zonio's interval list; ValueError if it is none."""
     if not isinstance(answer, list):
@@ -83,8 +65,8 @@ def busy_periods(answer) -> list:
         spans[kind if kind in ("busy", "tentative") else "other"].append(
             (start, end))
     return [Period(s, e, BUSY) for s, e in spans["busy"]] + \
-        [Period(s, e, BUSY_TENTATIVE)
-         for s, e in _without(spans["tentative"], spans["busy"])] + \
+        [Period(s, e, BUSY_TENTATIVE) for start, end in spans["tentative"]
+         for s, e in gaps(spans["busy"], Window(start, end))] + \
         [Period(s, e, BUSY_UNAVAILABLE) for s, e in spans["other"]]
 
 

@@ -65,7 +65,8 @@ from gateway.exchange_xml import (DAY_NAMES, EWS_PATH, NS_E, NS_SOAP, NSMAP,
                                   windows_zone_ids, zone_definition)
 from gateway.faces import access
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE, UTC,
-                           LookupResult, Reason, Window, coalesce, Period)
+                           LookupResult, Reason, Window, coalesce, gaps,
+                           Period)
 
 logger = logging.getLogger(__name__)
 
@@ -421,20 +422,6 @@ def _error(response, code: str, text: str) -> None:
 Spans = List[Tuple[datetime.datetime, datetime.datetime]]
 
 
-def _minus(start, end, holes: Spans) -> Spans:
-    """``[start, end)`` without the sorted, disjoint ``holes``."""
-    out, cursor = [], start
-    for hole_start, hole_end in holes:
-        if hole_end <= cursor or hole_start >= end:
-            continue
-        if hole_start > cursor:
-            out.append((cursor, hole_start))
-        cursor = max(cursor, hole_end)
-    if cursor < end:
-        out.append((cursor, end))
-    return out
-
-
 def busy_spans(result: LookupResult) -> Dict[str, Spans]:
     """BusyType -> spans: BUSY-UNAVAILABLE is OOF except where the
     source had no data, which is NoData."""
@@ -444,7 +431,8 @@ def busy_spans(result: LookupResult) -> Dict[str, Spans]:
     for period in result.periods:
         kind = BUSY_TYPES.get(period.fbtype, "Busy")
         if kind == "OOF":
-            spans[kind].extend(_minus(period.start, period.end, nodata))
+            spans[kind].extend(gaps(nodata, Window(period.start,
+                                                       period.end)))
         else:
             spans[kind].append((period.start, period.end))
     return spans
@@ -562,8 +550,8 @@ def _availability_hours(app, text: str, window: Window
     for index in range(7):
         naive_midnight = datetime.datetime.combine(days[index],
                                                    datetime.time())
-        for start, end in _minus(midnights[index], midnights[index + 1],
-                                 holes):
+        for start, end in gaps(holes, Window(midnights[index],
+                                             midnights[index + 1])):
             minutes = [int((moment.astimezone(zone).replace(tzinfo=None)
                             - naive_midnight).total_seconds()) // 60
                        for moment in (start, end)]

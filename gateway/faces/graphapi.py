@@ -37,7 +37,8 @@ from gateway.faces.graphjson import (GraphError, bad_request,
                                      format_datetime, json_answer, member,
                                      parse_datetime, preferred_zone)
 from gateway.model import (BUSY, BUSY_TENTATIVE, BUSY_UNAVAILABLE,
-                           LookupResult, Period, Reason, Window, coalesce)
+                           LookupResult, Period, Reason, Window, coalesce,
+                           gaps)
 from gateway.workhours import WorkingHours
 
 OWN_PATH = "/.freebusy/getSchedule"
@@ -195,22 +196,6 @@ class ScheduleRequest:
 
 # -- the answer -------------------------------------------------------------
 
-def _minus(periods: Sequence[Period], holes) -> List[Period]:
-    """``periods`` without the parts inside ``holes`` (sorted spans)."""
-    out = []
-    for period in periods:
-        cursor = period.start
-        for start, end in holes:
-            if end <= cursor or start >= period.end:
-                continue
-            if start > cursor:
-                out.append(Period(cursor, start, period.fbtype))
-            cursor = max(cursor, end)
-        if cursor < period.end:
-            out.append(Period(cursor, period.end, period.fbtype))
-    return out
-
-
 def graph_periods(result: LookupResult) -> List[Period]:
     """The result's periods as Graph states them: no-data spans are busy
     (not out of office, which is what the model's BUSY-UNAVAILABLE for
@@ -218,8 +203,10 @@ def graph_periods(result: LookupResult) -> List[Period]:
     holes = sorted(result.nodata)
     unavailable = [p for p in result.periods if p.fbtype == BUSY_UNAVAILABLE]
     others = [p for p in result.periods if p.fbtype != BUSY_UNAVAILABLE]
-    return coalesce(others + _minus(unavailable, holes) +
-                    [Period(s, e, BUSY) for s, e in holes])
+    return coalesce(others + [
+        Period(s, e, p.fbtype) for p in unavailable
+        for s, e in gaps(holes, Window(p.start, p.end))] +
+        [Period(s, e, BUSY) for s, e in holes])
 
 
 STATUS = {BUSY: "busy", BUSY_TENTATIVE: "tentative", BUSY_UNAVAILABLE: "oof"}
