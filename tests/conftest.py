@@ -233,6 +233,16 @@ def gateway_factory(tmp_path):
         gateway.stop()
 
 
+@pytest.fixture(scope="module")
+def calendars():
+    """One in-process gateway for a module's property tests, a new
+    calendar per example (test_engine_properties.Calendars)."""
+    from test_engine_properties import Calendars
+    made = Calendars()
+    yield made
+    made.folder.cleanup()
+
+
 @pytest.fixture
 def gateway(gateway_factory) -> Gateway:
     """One gateway with users alice and bob at example.com."""

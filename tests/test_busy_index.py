@@ -29,27 +29,12 @@ from gateway.engine.calendar_object import BusyObject
 from gateway.model import (BUSY, BUSY_TENTATIVE, UTC, Period, Window,
                            normalize)
 from inprocess import InProcessGateway
-from test_engine_properties import (Calendars, assert_matches,
+from test_engine_properties import (assert_matches,
                                     draw_windows, profile, series)
 
 ALICE = "mailto:alice@example.com"
 
 
-#: This module's own in-process gateway (test_engine_properties removes
-#: its own when that module ends).
-_calendars = None
-
-
-def calendars() -> Calendars:
-    global _calendars
-    if _calendars is None:
-        _calendars = Calendars()
-    return _calendars
-
-
-def teardown_module(module):
-    if _calendars is not None:
-        _calendars.folder.cleanup()
 
 
 def declined_by_alice(text: str) -> str:
@@ -81,10 +66,10 @@ def indexed(gateway, path, window, excluding):
 
 @profile(60)
 @given(st.lists(series(), min_size=1, max_size=4), st.data())
-def test_index_follows_changes_like_an_uncached_computation(initial, data):
-    ours = calendars()
-    gateway = ours.gateway
-    path = ours.new([])
+def test_index_follows_changes_like_an_uncached_computation(calendars,
+                                                            initial, data):
+    gateway = calendars.gateway
+    path = calendars.new([])
     current = {}
     texts = {}
 
@@ -190,11 +175,11 @@ def test_declined_counts_except_for_its_decliner():
     assert _spans(month.busy(frozenset())) == [[], [(40, 50)], []]
 
 
-def test_periods_across_month_ends_are_one_line():
+def test_periods_across_month_ends_are_one_line(calendars):
     """A three-day event over a month end is one FREEBUSY line, kept in
     two months."""
-    gateway = calendars().gateway
-    path = calendars().new([])
+    gateway = calendars.gateway
+    path = calendars.new([])
     gateway.put(path + "x.ics", (
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
         "BEGIN:VEVENT\r\nUID:x\r\nDTSTAMP:20260101T000000Z\r\n"

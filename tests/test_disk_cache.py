@@ -24,7 +24,7 @@ from gateway.engine import disk_cache
 from gateway.engine.local import LocalEngine
 from gateway.model import Window
 from naive_expander import raster
-from test_engine_properties import (Calendars, _parse, draw_windows,
+from test_engine_properties import (_parse, draw_windows,
                                     profile, reference, series)
 
 FB = ('<?xml version="1.0" encoding="utf-8"?><C:free-busy-query '
@@ -32,21 +32,6 @@ FB = ('<?xml version="1.0" encoding="utf-8"?><C:free-busy-query '
       'end="%s"/></C:free-busy-query>')
 
 
-#: This module's own in-process gateway (test_engine_properties removes
-#: its own when that module ends).
-_calendars = None
-
-
-def calendars() -> Calendars:
-    global _calendars
-    if _calendars is None:
-        _calendars = Calendars()
-    return _calendars
-
-
-def teardown_module(module):
-    if _calendars is not None:
-        _calendars.folder.cleanup()
 
 
 def restarted(gateway) -> LocalEngine:
@@ -87,11 +72,11 @@ DAMAGES = ["none", "cut short", "flipped byte", "garbage", "empty",
 @profile(40)
 @given(st.lists(series(), min_size=1, max_size=4), st.data(),
        st.sampled_from(DAMAGES), st.randoms(use_true_random=False))
-def test_restart_answers_as_before_whatever_is_on_disk(all_series, data,
+def test_restart_answers_as_before_whatever_is_on_disk(calendars,
+                                                       all_series, data,
                                                        damage, rng):
-    ours = calendars()
-    gateway = ours.gateway
-    path = ours.new(all_series)
+    gateway = calendars.gateway
+    path = calendars.new(all_series)
     asked = draw_windows(data, all_series, 1, 3)
     for window in asked:
         assert answer(gateway.app.local, gateway, path, window) == \
@@ -172,12 +157,12 @@ JANUARY = ("20260101T000000Z", "20260201T000000Z")
 SPRING = ("20260301T000000Z", "20260601T000000Z")
 
 
-def test_restart_reads_what_it_needs_from_disk():
+def test_restart_reads_what_it_needs_from_disk(calendars):
     """Asked the windows of before, a restarted engine builds no object
     at all; asked a new window, only the recurring objects, for the new
     months; with the file damaged it rebuilds (so the first part can
     fail)."""
-    gateway = calendars().gateway
+    gateway = calendars.gateway
     path = _one_calendar(gateway)
     windows = [gateway_window(JANUARY), gateway_window(SPRING)]
     before = [answer(gateway.app.local, gateway, path, w) for w in windows]
@@ -195,12 +180,12 @@ def test_restart_reads_what_it_needs_from_disk():
     assert len(engine._objects) == 4
 
 
-def test_files_written_just_before_keep_their_records_by_etag():
+def test_files_written_just_before_keep_their_records_by_etag(calendars):
     """Files changed within two seconds of the write have no trusted
     fingerprint in the file; after a restart they are read again, and
     where the etag is the one the record was made from, the record is
     taken as it is (single events are not parsed again)."""
-    gateway = calendars().gateway
+    gateway = calendars.gateway
     path = gateway.mkcalendar("alice", "fresh%d" % random.randrange(10 ** 9))
     for n in range(6):
         gateway.put(path + "s%d.ics" % n, (
@@ -231,11 +216,11 @@ def test_files_written_just_before_keep_their_records_by_etag():
         "s%d.ics" % n for n in range(1, 6)]
 
 
-def test_workers_keep_each_others_months():
+def test_workers_keep_each_others_months(calendars):
     """Two engines (worker processes) on one storage, each asked other
     months: the file written last holds both, so a restart asked either
     window builds no object; what went stale meanwhile is left out."""
-    gateway = calendars().gateway
+    gateway = calendars.gateway
     path = _one_calendar(gateway)
     january, spring = gateway_window(JANUARY), gateway_window(SPRING)
     first, second = restarted(gateway), restarted(gateway)
@@ -276,10 +261,10 @@ def gateway_window(pair):
     return (_parse(pair[0]), _parse(pair[1]))
 
 
-def test_file_over_its_bound_keeps_records_or_nothing():
+def test_file_over_its_bound_keeps_records_or_nothing(calendars):
     """Past MAX_BYTES the months go first (records still spare every
     single event's parsing), then the whole file; answers stay right."""
-    gateway = calendars().gateway
+    gateway = calendars.gateway
     path = _one_calendar(gateway, 30)
     window = gateway_window(SPRING)
     disk = gateway.app.local.disk
@@ -383,7 +368,7 @@ def test_two_servers_on_one_storage_share_the_file(gateway):
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_writers():
+def _no_stray_writers(calendars):
     """Each test's pending writes are done before the next begins."""
     yield
-    calendars().gateway.app.local.disk.flush()
+    calendars.gateway.app.local.disk.flush()
