@@ -3,6 +3,7 @@
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Dict, Optional
 
@@ -98,3 +99,15 @@ class Overlap:
     def __exit__(self, *exc) -> None:
         with self._lock:
             self._running -= 1
+
+
+class JsonRecord:
+    """One request a JSON API emulator answered: its path, headers,
+    parsed body and status, and when it came."""
+
+    def __init__(self, path: str, headers, body, status: int) -> None:
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.status = status
+        self.time = time.monotonic()

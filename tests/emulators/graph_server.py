@@ -41,7 +41,7 @@ import uuid
 import zoneinfo
 from typing import Dict, List, Optional
 
-from emulators import JsonPostHandler
+from emulators import JsonPostHandler, JsonRecord
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -95,13 +95,7 @@ class Mailbox:
         self.error = error
 
 
-class Recorded:
-    def __init__(self, path: str, headers, body, status: int) -> None:
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.status = status
-        self.time = time.monotonic()
+class Recorded(JsonRecord):
 
     @property
     def schedules(self) -> List[str]:

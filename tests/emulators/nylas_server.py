@@ -29,12 +29,11 @@ Every request is recorded with its path, headers, body and status.
 import datetime
 import json
 import threading
-import time
 import urllib.parse
 import uuid
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from emulators import JsonPostHandler
+from emulators import JsonPostHandler, JsonRecord
 from emulators.tls import HttpsServer, Pki
 
 UTC = datetime.timezone.utc
@@ -67,13 +66,7 @@ class Person:
         self.error = error
 
 
-class Recorded:
-    def __init__(self, path: str, headers, body, status: int) -> None:
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.status = status
-        self.time = time.monotonic()
+class Recorded(JsonRecord):
 
     @property
     def emails(self) -> List[str]:
